@@ -1,0 +1,5 @@
+import sys
+
+from harmonicdet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,37 @@
+"""The ``harmonicdet`` console command: a thin dispatcher over the package's sub-commands.
+
+Each sub-command lives in the module that owns its work and exposes
+``add_parser(subparsers)``; the parser it registers sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# Modules that register a sub-command; imported lazily so `harmonicdet --help` stays fast.
+_COMMAND_MODULES = (
+    "harmonicdet.analysis.figures_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harmonicdet",
+        description="Harmonic losses for consistent object detection (ICCV 2021).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
