@@ -1,0 +1,30 @@
+"""Losses of "Reconcile Prediction Consistency for Balanced Object Detection" (ICCV 2021).
+
+Equation numbers (S-n) refer to the paper's supplementary material.
+"""
+
+from .box_iou import aligned_box_iou
+from .detection_losses import harmonic_sigmoid_detection_loss, harmonic_softmax_detection_loss, localization_loss
+from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_from_iou, harmonic_iou_loss
+from .harmonic_loss import harmonic_factors, harmonic_loss, harmonic_terms
+from .modules import HarmonicIoULoss, HarmonicLoss, TaskContrastLoss
+from .reduction import weight_reduce_loss
+from .task_contrast_loss import task_contrast_loss
+
+__all__ = [
+    "aligned_box_iou",
+    "check_hiou_gamma",
+    "harmonic_factors",
+    "harmonic_iou_from_iou",
+    "harmonic_iou_loss",
+    "harmonic_loss",
+    "harmonic_sigmoid_detection_loss",
+    "harmonic_softmax_detection_loss",
+    "harmonic_terms",
+    "localization_loss",
+    "task_contrast_loss",
+    "weight_reduce_loss",
+    "HarmonicIoULoss",
+    "HarmonicLoss",
+    "TaskContrastLoss",
+]

@@ -1,0 +1,106 @@
+"""The Harmonic loss: classification and localisation losses that weight each other (Eq. S-1)."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .reduction import check_reduction, weight_reduce_loss
+
+
+def _check_pair(cls_loss: Tensor, loc_loss: Tensor) -> None:
+    if cls_loss.shape != loc_loss.shape:
+        raise ValueError(
+            f"cls_loss and loc_loss must have the same shape (one value per positive), "
+            f"got {tuple(cls_loss.shape)} and {tuple(loc_loss.shape)}"
+        )
+    if not (cls_loss.is_floating_point() and loc_loss.is_floating_point()):
+        raise ValueError(f"losses must be floating point, got {cls_loss.dtype} and {loc_loss.dtype}")
+
+
+def harmonic_factors(cls_loss: Tensor, loc_loss: Tensor) -> Tuple[Tensor, Tensor]:
+    """The harmonic factors ``(beta_c, beta_r)`` of each positive sample (Eq. S-4).
+
+    ``beta_c = exp(-cls_loss)`` is the classification confidence (equal to the
+    ground-truth class probability ``p`` when ``cls_loss`` is cross-entropy) and
+    weights the localisation loss; ``beta_r = exp(-loc_loss)`` is the localisation
+    quality and weights the classification loss.
+
+    Args:
+        cls_loss: Tensor[N], per-positive classification loss.
+        loc_loss: Tensor[N], per-positive localisation loss.
+
+    Returns:
+        ``(beta_c, beta_r)``, each Tensor[N] in (0, 1] for non-negative losses.
+    """
+    _check_pair(cls_loss, loc_loss)
+    return torch.exp(-cls_loss), torch.exp(-loc_loss)
+
+
+def harmonic_terms(
+    cls_loss: Tensor,
+    loc_loss: Tensor,
+    *,
+    detach_factors: bool = False,
+    beta_c: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """The two summands of the Harmonic loss (Eq. S-1), ``((1 + beta_r) * cls_loss, (1 + beta_c) * loc_loss)``.
+
+    Detectors log them as their classification and localisation terms; their sum
+    is :func:`harmonic_loss`. Arguments as in :func:`harmonic_loss`.
+    """
+    _check_pair(cls_loss, loc_loss)
+    if beta_c is None:
+        beta_c = torch.exp(-cls_loss)
+    elif beta_c.shape != cls_loss.shape:
+        raise ValueError(f"beta_c must have shape {tuple(cls_loss.shape)}, got {tuple(beta_c.shape)}")
+    beta_r = torch.exp(-loc_loss)
+    if detach_factors:
+        beta_c, beta_r = beta_c.detach(), beta_r.detach()
+    return (1 + beta_r) * cls_loss, (1 + beta_c) * loc_loss
+
+
+def harmonic_loss(
+    cls_loss: Tensor,
+    loc_loss: Tensor,
+    *,
+    detach_factors: bool = False,
+    beta_c: Optional[Tensor] = None,
+    reduction: str = "none",
+    weight: Optional[Tensor] = None,
+    avg_factor: Optional[Union[float, Tensor]] = None,
+) -> Tensor:
+    """Harmonic loss of positive samples (Eq. S-1, S-6).
+
+    ``L_Har = (1 + beta_r) * cls_loss + (1 + beta_c) * loc_loss`` with
+    ``beta_r = exp(-loc_loss)`` and ``beta_c = exp(-cls_loss)``. The constant 1
+    keeps the plain losses present at all times (supplement, section 2).
+
+    By default gradients flow through the factors, which is what the supplement
+    differentiates: with ``cls_loss = -log p`` and ``t = d - d_hat``,
+    ``dL/dt = (1 + p + exp(-L(t)) log p) dL/dt`` (Eq. S-5) and
+    ``dL/dp = L - (1 + exp(-L)) / p`` (Eq. S-10). Note that the factor of Eq. S-5
+    is negative for small ``p`` and small ``L``: the regression gradient of a
+    positive the classifier scores very low points the other way. That is the
+    method as written and is kept.
+
+    Args:
+        cls_loss: Tensor[N], per-positive classification loss (e.g. cross-entropy).
+        loc_loss: Tensor[N], per-positive localisation loss (e.g. SmoothL1 summed
+            over the 4 coordinates).
+        detach_factors: treat ``beta_c`` and ``beta_r`` as constants (a variant some
+            re-implementations use; not the supplement's derivation).
+        beta_c: Tensor[N] to use instead of ``exp(-cls_loss)``, e.g. the ground-truth
+            class probability for sigmoid/focal heads, where ``exp(-focal) != p``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        weight: Tensor[N] multiplying the per-sample losses.
+        avg_factor: divisor for ``"mean"`` instead of N (mmdetection convention).
+
+    Returns:
+        Tensor[N] for ``"none"``, else a scalar.
+    """
+    check_reduction(reduction)
+    cls_term, loc_term = harmonic_terms(cls_loss, loc_loss, detach_factors=detach_factors, beta_c=beta_c)
+    return weight_reduce_loss(cls_term + loc_term, weight, reduction, avg_factor)

@@ -1,0 +1,64 @@
+"""Reduction of per-sample losses with mmdetection's conventions.
+
+``weight`` multiplies the per-sample losses; ``avg_factor`` replaces the element
+count as the divisor of reduction ``"mean"`` (e.g. the number of positives); an
+``avg_factor`` together with reduction ``"sum"`` is refused, as in mmdetection.
+An empty input reduces to a zero that is still connected to the graph, as
+torchvision's box losses do, so ``backward()`` works on batches with no positives.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: str) -> str:
+    """Return ``reduction`` if it is one of ``"none"``, ``"mean"``, ``"sum"``; raise ``ValueError`` otherwise."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def weight_reduce_loss(
+    loss: Tensor,
+    weight: Optional[Tensor] = None,
+    reduction: str = "mean",
+    avg_factor: Optional[Union[float, Tensor]] = None,
+) -> Tensor:
+    """Apply an element-wise ``weight`` to ``loss`` and reduce it.
+
+    Args:
+        loss: per-sample losses, any shape.
+        weight: broadcastable to ``loss``; multiplies it before the reduction.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        avg_factor: divisor of the summed loss for ``"mean"`` (mmdetection's
+            ``loss.sum() / (avg_factor + eps)``); must be ``None`` for ``"sum"``.
+
+    Returns:
+        ``loss`` (``"none"``) or a scalar tensor.
+    """
+    check_reduction(reduction)
+    if weight is not None:
+        if weight.dim() > loss.dim() or any(
+            w not in (1, n) for w, n in zip(weight.shape[::-1], loss.shape[::-1])
+        ):
+            raise ValueError(
+                f"weight of shape {tuple(weight.shape)} does not broadcast to the loss of shape {tuple(loss.shape)}"
+            )
+        loss = loss * weight
+    if reduction == "none":
+        return loss
+    if avg_factor is None:
+        if reduction == "sum":
+            return loss.sum()
+        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
+    if reduction == "sum":
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    # eps as in mmdetection: avg_factor 0 (no positives) gives 0 instead of NaN
+    eps = torch.finfo(torch.float32).eps
+    return loss.sum() / (avg_factor + eps)
