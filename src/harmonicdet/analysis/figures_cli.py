@@ -1,0 +1,37 @@
+"""``harmonicdet figures``: the supplementary figures as PNGs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harmonicdet.analysis.figures import DEFAULT_GAMMAS, plot_loss_curves, write_figures
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    paths = write_figures(out, args.gammas)
+    if args.log:
+        labels = args.label or [Path(p).parent.name for p in args.log]
+        if len(labels) != len(args.log):
+            raise SystemExit(f"error: {len(args.log)} --log files but {len(labels)} --label values")
+        paths.append(plot_loss_curves(zip(labels, args.log), out / "fig3_training_loss.png", key=args.loss_key))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "figures",
+        help="write the supplementary figures (Fig. 1, 2, 4; Fig. 3 with --log)",
+        description="Write PNGs of supplementary Fig. 1 (|dL/dt|), Fig. 2 (dL/dp) and Fig. 4 (HIoU vs IoU), "
+        "computed by autograd through harmonicdet's losses; with --log, Fig. 3 from training runs.",
+    )
+    parser.add_argument("--out", default="figures", help="output folder (default: figures)")
+    parser.add_argument("--gammas", type=float, nargs="+", default=list(DEFAULT_GAMMAS),
+                        help=f"HIoU gammas of Fig. 4, each <= 1 (default: {' '.join(map(str, DEFAULT_GAMMAS))})")
+    parser.add_argument("--log", nargs="+", metavar="METRICS_JSONL", help="metrics.jsonl of runs for Fig. 3")
+    parser.add_argument("--label", nargs="+", help="legend labels of the --log runs (default: run folder names)")
+    parser.add_argument("--loss-key", default="loss", help="metrics field plotted in Fig. 3 (default: loss)")
+    parser.set_defaults(func=_run)
