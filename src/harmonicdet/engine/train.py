@@ -1,0 +1,205 @@
+"""The training loop: deterministic per seed, resumable, DDP under ``torchrun``, AMP on CUDA.
+
+Layout of ``output_dir``: ``config.yaml`` (the resolved config), ``metrics.jsonl``
+(one JSON object per iteration: loss terms, harmonic factor means, learning rate,
+throughput), ``last.pt`` (the checkpoint ``--resume`` continues from, written
+atomically) and ``model_final.pt`` (the trained weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+from harmonicdet.engine import distributed as dist_utils
+from harmonicdet.engine.builders import build_datasets, build_model, collate
+from harmonicdet.engine.checkpoint import LAST, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
+from harmonicdet.engine.config import Config, dump_config
+from harmonicdet.engine.progress import Progress
+from harmonicdet.engine.schedule import build_optimizer, build_scheduler
+from harmonicdet.models import loss_stats
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} asked for but CUDA is not available")
+    return device
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl`` written by rank 0; on resume, records after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_iteration: Optional[int]) -> None:
+        self.path = path
+        if resume_iteration is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("iteration", 0) <= resume_iteration]
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        elif path.exists():
+            path.unlink()
+        self._file = open(path, "a", encoding="utf-8", buffering=1)
+        self._tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional: only with tensorboard installed
+
+            self._tb = SummaryWriter(str(path.parent / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, record: Dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "iteration" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, record["iteration"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _epoch_batches(sampler: DistributedSampler, epoch: int, batch_size: int, skip: int) -> List[List[int]]:
+    """The epoch's batches of dataset indices (a function of seed and epoch only), minus the first ``skip``."""
+    sampler.set_epoch(epoch)
+    return list(BatchSampler(list(sampler), batch_size, drop_last=True))[skip:]
+
+
+def _to_device(images, targets, device):
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+               for t in targets]
+    return images, targets
+
+
+def train(config: Config, *, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train the model ``config`` describes; returns the output folder.
+
+    ``train.batch_size`` is the per-process batch; under ``torchrun`` the global batch
+    is ``batch_size * world_size``. With ``resume``, continues from ``output_dir/last.pt``
+    at the exact iteration, data order and RNG state where it was written.
+    """
+    cfg_train = config["train"]
+    device = resolve_device(cfg_train["device"])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed = dist_utils.init_from_env(device)
+    is_main = dist_utils.is_main_process()
+    out = Path(config["output_dir"])
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(out / LAST, map_location="cpu")
+    elif is_main and (out / LAST).exists():
+        raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another output_dir")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(config))
+
+    torch.manual_seed(config["seed"])
+    train_set, _ = build_datasets(config, need_val=False)
+    model = build_model(config).to(device)
+    optimizer = build_optimizer(model, cfg_train)
+    scheduler = build_scheduler(optimizer, cfg_train)
+    use_amp = bool(cfg_train["amp"]) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    start_iter, epoch, skip = 0, 0, 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if scaler is not None and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        start_iter, epoch, skip = checkpoint["iteration"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
+        set_rng_state(checkpoint["rng"])
+    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if distributed else model
+
+    batch_size, max_iters = cfg_train["batch_size"], cfg_train["max_iters"]
+    sampler = DistributedSampler(train_set, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
+                                 shuffle=True, seed=config["seed"], drop_last=True)
+    if len(sampler) < batch_size:
+        raise ValueError(f"train.batch_size={batch_size} is larger than the {len(sampler)} training images per process")
+    every = cfg_train["checkpoint_every"] or len(sampler) // batch_size
+    log = MetricsLog(out / "metrics.jsonl", start_iter if checkpoint else None) if is_main else None
+    progress = Progress(max_iters, "train", every=cfg_train["log_every"], start=start_iter,
+                        enabled=show_progress and is_main)
+    train_model.train()
+    iteration = start_iter
+    try:
+        while iteration < max_iters:
+            batches = _epoch_batches(sampler, epoch, batch_size, skip)
+            # a seeded generator keeps the loader from drawing on the global RNG, so resuming mid-epoch is exact
+            loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate,
+                                num_workers=config["data"]["num_workers"],
+                                generator=torch.Generator().manual_seed(config["seed"] * 100_003 + epoch))
+            for batch_index, (images, targets) in enumerate(loader, start=skip):
+                t0 = time.perf_counter()
+                images, targets = _to_device(images, targets, device)
+                autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+                with autocast:
+                    loss_dict = train_model(images, targets)
+                loss = sum(loss_dict.values())
+                if not torch.isfinite(loss):
+                    terms = {k: float(v) for k, v in loss_dict.items()}
+                    raise FloatingPointError(f"iteration {iteration}: non-finite training loss {terms}")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if cfg_train["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg_train["grad_clip"])
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                iteration += 1
+                step_time = time.perf_counter() - t0
+                if is_main:
+                    record = {"iteration": iteration, "epoch": epoch, "loss": float(loss), "lr": lr,
+                              "step_time": step_time,
+                              "images_per_s": batch_size * dist_utils.world_size() / step_time}
+                    record.update({k: float(v) for k, v in loss_dict.items()})
+                    record.update({k: float(v) for k, v in loss_stats(model).items()})
+                    log.write(record)
+                    shown = {"loss": record["loss"], **{k: record[k] for k in ("beta_c", "beta_r") if k in record}}
+                    progress.update(values=shown, unit_rate=batch_size * dist_utils.world_size())
+                end_of_epoch = batch_index + 1 == len(sampler) // batch_size
+                if iteration % every == 0 or end_of_epoch or iteration == max_iters:
+                    next_epoch, next_skip = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
+                    if is_main:
+                        save_checkpoint(out / LAST, model=model, optimizer=optimizer, scheduler=scheduler,
+                                        scaler=scaler, iteration=iteration, epoch=next_epoch,
+                                        batch_in_epoch=next_skip, config=config)
+                    dist_utils.barrier()
+                if iteration >= max_iters:
+                    break
+            epoch, skip = epoch + 1, 0
+        if is_main:
+            atomic_torch_save(model.state_dict(), out / "model_final.pt")
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
+    dist_utils.barrier()
+    return out
