@@ -20,6 +20,7 @@ from harmonicdet.losses import (
     harmonic_loss,
     harmonic_sigmoid_detection_loss,
     harmonic_softmax_detection_loss,
+    harmonic_terms,
     localization_loss,
     task_contrast_loss,
     weight_reduce_loss,
@@ -92,6 +93,27 @@ def test_detach_factors_makes_factors_constants():
     beta_c, beta_r = harmonic_factors(cls.detach(), loc.detach())
     torch.testing.assert_close(cls.grad, 1 + beta_r)
     torch.testing.assert_close(loc.grad, 1 + beta_c)
+
+
+@pytest.mark.parametrize("given_beta_c", [False, True])
+def test_closed_form_backward_matches_autograd_in_float64(given_beta_c):
+    # the fused Function's backward (S-5/S-10) against autograd through the plain expression
+    g = torch.Generator().manual_seed(3)
+    cls = (torch.rand(64, generator=g, dtype=torch.float64) * 5).requires_grad_(True)
+    loc = (torch.rand(64, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    beta_c = torch.rand(64, generator=g, dtype=torch.float64).requires_grad_(True) if given_beta_c else None
+    w_cls, w_loc = torch.randn(64, generator=g, dtype=torch.float64), torch.randn(64, generator=g, dtype=torch.float64)
+    inputs = (cls, loc) + ((beta_c,) if given_beta_c else ())
+
+    cls_term, loc_term = harmonic_terms(cls, loc, beta_c=beta_c)
+    fused = torch.autograd.grad((cls_term * w_cls + loc_term * w_loc).sum(), inputs)
+    bc = beta_c if given_beta_c else torch.exp(-cls)
+    reference = ((1 + torch.exp(-loc)) * cls * w_cls + (1 + bc) * loc * w_loc).sum()
+    expected = torch.autograd.grad(reference, inputs)
+    for got, want in zip(fused, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda *x: harmonic_terms(x[0], x[1], beta_c=x[2] if given_beta_c else None),
+                                    inputs)
 
 
 def test_harmonic_factors_and_value():

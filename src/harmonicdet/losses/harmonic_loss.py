@@ -6,6 +6,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
 from .reduction import check_reduction, weight_reduce_loss
 
@@ -39,6 +40,43 @@ def harmonic_factors(cls_loss: Tensor, loc_loss: Tensor) -> Tuple[Tensor, Tensor
     return torch.exp(-cls_loss), torch.exp(-loc_loss)
 
 
+class _HarmonicTerms(Function):
+    """Eq. S-1's two summands with the closed-form backward (S-5, S-10): half the kernels of autograd's graph.
+
+    With ``beta_r = exp(-L_loc)`` and ``beta_c = exp(-L_cls)`` (or a given ``beta_c``),
+    for output gradients ``g_c``, ``g_r`` of ``(1 + beta_r) L_cls`` and ``(1 + beta_c) L_loc``:
+    ``dL/dL_cls = g_c (1 + beta_r) - g_r beta_c L_loc`` (the last term only when ``beta_c``
+    is ``exp(-L_cls)``), ``dL/dL_loc = g_r (1 + beta_c) - g_c beta_r L_cls`` and
+    ``dL/dbeta_c = g_r L_loc`` for a given ``beta_c``.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, cls_loss: Tensor, loc_loss: Tensor, beta_c: Optional[Tensor]):
+        own_beta_c = beta_c is None
+        if own_beta_c:
+            beta_c = torch.exp(-cls_loss)
+        beta_r = torch.exp(-loc_loss)
+        ctx.own_beta_c = own_beta_c
+        ctx.save_for_backward(cls_loss, loc_loss, beta_c, beta_r)
+        return torch.addcmul(cls_loss, beta_r, cls_loss), torch.addcmul(loc_loss, beta_c, loc_loss)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_cls_term: Tensor, grad_loc_term: Tensor):
+        cls_loss, loc_loss, beta_c, beta_r = ctx.saved_tensors
+        grad_cls = grad_loc = grad_beta_c = None
+        if ctx.needs_input_grad[0]:
+            grad_cls = torch.addcmul(grad_cls_term, grad_cls_term, beta_r)
+            if ctx.own_beta_c:
+                grad_cls.addcmul_(grad_loc_term * loc_loss, beta_c, value=-1)
+        if ctx.needs_input_grad[1]:
+            grad_loc = torch.addcmul(grad_loc_term, grad_loc_term, beta_c)
+            grad_loc.addcmul_(grad_cls_term * cls_loss, beta_r, value=-1)
+        if not ctx.own_beta_c and ctx.needs_input_grad[2]:
+            grad_beta_c = grad_loc_term * loc_loss
+        return grad_cls, grad_loc, grad_beta_c
+
+
 def harmonic_terms(
     cls_loss: Tensor,
     loc_loss: Tensor,
@@ -49,17 +87,17 @@ def harmonic_terms(
     """The two summands of the Harmonic loss (Eq. S-1), ``((1 + beta_r) * cls_loss, (1 + beta_c) * loc_loss)``.
 
     Detectors log them as their classification and localisation terms; their sum
-    is :func:`harmonic_loss`. Arguments as in :func:`harmonic_loss`.
+    is :func:`harmonic_loss`. Arguments as in :func:`harmonic_loss`. The gradient is
+    the closed form of S-5/S-10 (a custom autograd ``Function``; first order only).
     """
     _check_pair(cls_loss, loc_loss)
-    if beta_c is None:
-        beta_c = torch.exp(-cls_loss)
-    elif beta_c.shape != cls_loss.shape:
+    if beta_c is not None and beta_c.shape != cls_loss.shape:
         raise ValueError(f"beta_c must have shape {tuple(cls_loss.shape)}, got {tuple(beta_c.shape)}")
-    beta_r = torch.exp(-loc_loss)
     if detach_factors:
-        beta_c, beta_r = beta_c.detach(), beta_r.detach()
-    return (1 + beta_r) * cls_loss, (1 + beta_c) * loc_loss
+        beta_c = torch.exp(-cls_loss) if beta_c is None else beta_c
+        beta_r = torch.exp(-loc_loss)
+        return (1 + beta_r.detach()) * cls_loss, (1 + beta_c.detach()) * loc_loss
+    return _HarmonicTerms.apply(cls_loss, loc_loss, beta_c)
 
 
 def harmonic_loss(
