@@ -13,6 +13,7 @@ from typing import Sequence
 
 # Modules that register a sub-command; imported lazily so `harmonicdet --help` stays fast.
 _COMMAND_MODULES = (
+    "harmonicdet.engine.cli",
     "harmonicdet.analysis.figures_cli",
 )
 

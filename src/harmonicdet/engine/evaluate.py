@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import collate, coco_ground_truth
 from harmonicdet.engine.progress import Progress
+from harmonicdet.models import pre_nms_candidates
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -63,11 +64,14 @@ def coco_metrics(gt: Mapping[str, Any], results: List[Dict[str, Any]]) -> Dict[s
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, *, device: torch.device, batch_size: int = 16,
-             results_path: Optional[Path] = None, show_progress: bool = True) -> Dict[str, Any]:
+             results_path: Optional[Path] = None, candidates: bool = False,
+             show_progress: bool = True) -> Dict[str, Any]:
     """Run ``model`` on ``dataset`` and score it; returns ``{"metrics": {...}, "results": [...]}`` on rank 0.
 
     The dataset must expose its COCO ground truth (see :func:`coco_ground_truth`) and
-    ``label_to_category_id``. Other ranks return ``{}``.
+    ``label_to_category_id``. With ``candidates``, the model runs a second time with
+    NMS disabled and the pre-NMS candidates are returned too (``"candidates"``, and
+    ``candidates.json`` beside ``results_path``). Other ranks return ``{}``.
     """
     model.eval()
     shard = Subset(dataset, range(dist_utils.rank(), len(dataset), dist_utils.world_size()))
@@ -75,15 +79,26 @@ def evaluate(model: torch.nn.Module, dataset, *, device: torch.device, batch_siz
     progress = Progress(len(shard), "eval", every=max(1, len(shard) // 10),
                         enabled=show_progress and dist_utils.is_main_process())
     results: List[Dict[str, Any]] = []
+    pre_nms: List[Dict[str, Any]] = []
     for images, targets in loader:
-        outputs = model([img.to(device) for img in images])
-        results += detections_to_coco(outputs, [int(t["image_id"]) for t in targets], dataset.label_to_category_id)
+        images = [img.to(device) for img in images]
+        image_ids = [int(t["image_id"]) for t in targets]
+        results += detections_to_coco(model(images), image_ids, dataset.label_to_category_id)
+        if candidates:
+            with pre_nms_candidates(model):
+                pre_nms += detections_to_coco(model(images), image_ids, dataset.label_to_category_id)
         progress.update(len(images))
     progress.close()
-    gathered = dist_utils.all_gather_objects(results)
+    gathered = dist_utils.all_gather_objects((results, pre_nms))
     if not dist_utils.is_main_process():
         return {}
-    results = [r for part in gathered for r in part]
+    results = [r for part, _ in gathered for r in part]
+    pre_nms = [r for _, part in gathered for r in part]
     if results_path is not None:
         write_json_atomic(results, results_path)
-    return {"metrics": coco_metrics(coco_ground_truth(dataset), results), "results": results}
+        if candidates:
+            write_json_atomic(pre_nms, Path(results_path).with_name("candidates.json"))
+    evaluated = {"metrics": coco_metrics(coco_ground_truth(dataset), results), "results": results}
+    if candidates:
+        evaluated["candidates"] = pre_nms
+    return evaluated

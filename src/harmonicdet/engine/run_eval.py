@@ -41,10 +41,12 @@ def evaluate_run(config: Config, *, checkpoint: Path, out_dir: Optional[Path] = 
     load_weights(model, checkpoint)
     model.to(device)
     evaluated = evaluate(model, val_set, device=device, batch_size=config["eval"]["batch_size"],
-                         results_path=out / "results.json", show_progress=show_progress)
+                         results_path=out / "results.json", candidates=bool(config["eval"]["candidates"]),
+                         show_progress=show_progress)
     if not evaluated:
         return {}
-    consistency = consistency_report(coco_ground_truth(val_set), evaluated["results"])
+    consistency = consistency_report(coco_ground_truth(val_set), evaluated["results"],
+                                     candidates=evaluated.get("candidates"))
     report = {
         "checkpoint": str(checkpoint),
         "summary": {**evaluated["metrics"], **_consistency_summary(consistency)},

@@ -1,0 +1,95 @@
+"""Datasets and models from a run config: the one place that maps config fields to constructors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from harmonicdet.data import (
+    CocoDetectionDataset,
+    VocDetectionDataset,
+    build_transforms,
+    collate,
+    make_scenes,
+)
+from harmonicdet.engine.config import Config
+from harmonicdet.models import build_detector
+
+__all__ = ["build_datasets", "build_model", "coco_ground_truth", "collate", "scenes_paths"]
+
+_DATASETS = {"coco": CocoDetectionDataset, "voc": VocDetectionDataset}
+
+
+def scenes_paths(out: Path, split: str) -> Dict[str, str]:
+    """COCO dataset arguments of one split of the scenes ``make_scenes`` writes to ``out``."""
+    out = Path(out)
+    return {"img_dir": str(out / split), "ann_file": str(out / "annotations" / f"instances_{split}.json")}
+
+
+def _prepare_scenes(config: Config) -> None:
+    """Generate the Fashion-MNIST scenes a config asks for and point empty data splits at them."""
+    scenes = config["data"]["scenes"]
+    if not scenes:
+        return
+    known = {"out", "train", "val", "seed", "fashion_mnist"}
+    unknown = set(scenes) - known
+    if unknown or "out" not in scenes:
+        raise ValueError(f"data.scenes: needs 'out' and takes only {sorted(known)}; got {sorted(scenes)}")
+    if config["data"]["format"] != "coco":
+        raise ValueError("data.scenes: the scenes are a COCO dataset; set data.format: coco")
+    make_scenes(scenes["out"], num_train=scenes.get("train", 2000), num_val=scenes.get("val", 300),
+                seed=scenes.get("seed", 0), fashion_mnist=scenes.get("fashion_mnist"))
+    for split in ("train", "val"):
+        if not config["data"][split]:
+            config["data"][split] = scenes_paths(scenes["out"], split)
+
+
+def _dataset(config: Config, split: str, train: bool):
+    data = config["data"]
+    if data["format"] not in _DATASETS:
+        raise ValueError(f"data.format: must be one of {sorted(_DATASETS)}, got {data['format']!r}")
+    arguments = dict(data[split])
+    if not arguments:
+        raise ValueError(f"data.{split}: no dataset given (e.g. {{img_dir: ..., ann_file: ...}} or data.scenes)")
+    transforms = build_transforms(train, hflip=bool(data["hflip"]))
+    try:
+        return _DATASETS[data["format"]](**arguments, transforms=transforms,
+                                         skip_invalid=bool(data["skip_invalid"]), train=train)
+    except TypeError as err:
+        raise ValueError(f"data.{split}: {err}") from None
+
+
+def build_datasets(config: Config, *, need_val: bool = True) -> Tuple[Any, Optional[Any]]:
+    """``(train_set, val_set)`` of a config; ``val_set`` is ``None`` unless ``need_val``.
+
+    Checks that ``model.num_classes`` is the number of dataset classes plus background.
+    """
+    _prepare_scenes(config)
+    train_set = _dataset(config, "train", train=True)
+    expected = len(train_set.classes) + 1
+    if config["model"]["num_classes"] != expected:
+        raise ValueError(f"model.num_classes is {config['model']['num_classes']} but the training data has "
+                         f"{len(train_set.classes)} classes (+1 background = {expected})")
+    val_set = _dataset(config, "val", train=False) if need_val else None
+    if val_set is not None and list(val_set.classes) != list(train_set.classes):
+        raise ValueError(f"data.val: classes {val_set.classes} differ from the training classes {train_set.classes}")
+    return train_set, val_set
+
+
+def build_model(config: Config) -> torch.nn.Module:
+    """The detector of ``config['model']`` (see :func:`harmonicdet.models.build_detector`)."""
+    model = config["model"]
+    options = dict(model["options"])
+    clash = set(options) & set(model["loss_options"])
+    if clash:
+        raise ValueError(f"model.options and model.loss_options both set {sorted(clash)}")
+    return build_detector(model["arch"], model["num_classes"], loss=model["loss"], backbone=model["backbone"],
+                          image_size=model["image_size"], pretrained=model["pretrained"],
+                          **options, **model["loss_options"])
+
+
+def coco_ground_truth(dataset) -> Dict[str, Any]:
+    """The COCO ground-truth dict of a HarmonicDet dataset (original image coordinates)."""
+    return dataset.coco_ground_truth()
