@@ -26,7 +26,7 @@ from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.data import make_scenes
 from harmonicdet.engine.builders import build_datasets, build_model, collate
 from harmonicdet.engine.config import Config, load_config
-from harmonicdet.engine.evaluate import write_json_atomic
+from harmonicdet.io import write_json_atomic
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
 

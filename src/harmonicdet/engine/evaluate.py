@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -19,18 +17,10 @@ from torch.utils.data import DataLoader, Subset
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import collate, coco_ground_truth
 from harmonicdet.engine.progress import Progress
+from harmonicdet.io import write_json_atomic
 from harmonicdet.models import pre_nms_candidates
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def detections_to_coco(outputs: List[Dict[str, torch.Tensor]], image_ids: List[int],

@@ -12,7 +12,8 @@ from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
 from harmonicdet.engine.checkpoint import load_checkpoint
 from harmonicdet.engine.config import Config
-from harmonicdet.engine.evaluate import evaluate, write_json_atomic
+from harmonicdet.engine.evaluate import evaluate
+from harmonicdet.io import write_json_atomic
 from harmonicdet.engine.train import resolve_device
 
 

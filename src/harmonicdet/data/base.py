@@ -1,0 +1,122 @@
+"""What every HarmonicDet detection dataset is: parsed, validated records served as torchvision targets.
+
+A dataset holds one :class:`ImageRecord` per image. ``__getitem__`` returns
+``(image, target)`` as torchvision's detection models take them: a
+``tv_tensors.Image`` (float, 0-1) and ``{"boxes": BoundingBoxes (xyxy),
+"labels": int64 contiguous 1..K (0 is background), "image_id": int}``. Objects
+marked ignore (COCO crowd, VOC difficult) are not training targets but stay in
+:meth:`DetectionDataset.coco_ground_truth`, flagged ``iscrowd=1`` so the COCO
+evaluator neither rewards nor penalises detections on them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+
+@dataclass
+class ImageRecord:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    boxes: List[List[float]] = field(default_factory=list)  # xyxy, original pixels
+    labels: List[int] = field(default_factory=list)  # contiguous, 1..K
+    ignore: List[bool] = field(default_factory=list)  # crowd / difficult
+    areas: List[float] = field(default_factory=list)  # for COCO's small/medium/large split
+
+
+class InvalidAnnotation(ValueError):
+    """An annotation that does not describe a valid object; the message names its file and entry."""
+
+
+class DetectionDataset(Dataset):
+    """Base class: subclasses parse their format into ``self.records`` through :meth:`_add_object`."""
+
+    def __init__(self, classes: Sequence[str], category_ids: Sequence[int], *,
+                 transforms: Optional[Callable] = None, skip_invalid: bool = False) -> None:
+        self.classes: List[str] = list(classes)
+        self.label_to_category_id: Dict[int, int] = {i + 1: int(c) for i, c in enumerate(category_ids)}
+        self.transforms = transforms
+        self.skip_invalid = skip_invalid
+        self.num_skipped = 0
+        self.records: List[ImageRecord] = []
+
+    def _reject(self, message: str) -> None:
+        """Raise, or with ``skip_invalid`` warn and count."""
+        if not self.skip_invalid:
+            raise InvalidAnnotation(message)
+        self.num_skipped += 1
+        warnings.warn(f"skipped: {message}", stacklevel=3)
+
+    def _add_object(self, record: ImageRecord, where: str, box_xyxy: Sequence[float], label: int,
+                    ignore: bool, area: Optional[float] = None) -> None:
+        x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+        if not all(np.isfinite([x1, y1, x2, y2])):
+            return self._reject(f"{where}: box {list(box_xyxy)} is not finite")
+        if x2 <= x1 or y2 <= y1:
+            return self._reject(f"{where}: box {[x1, y1, x2, y2]} (xyxy) has non-positive width or height")
+        if not 1 <= label <= len(self.classes):
+            return self._reject(f"{where}: label {label} is outside the {len(self.classes)} classes")
+        record.boxes.append([x1, y1, x2, y2])
+        record.labels.append(label)
+        record.ignore.append(bool(ignore))
+        record.areas.append(float(area) if area is not None else (x2 - x1) * (y2 - y1))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, index: int) -> Image.Image:
+        record = self.records[index]
+        try:
+            with Image.open(record.path) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"image {record.path} (image_id {record.image_id}) could not be read: {err}") from None
+
+    def __getitem__(self, index: int) -> Tuple[Any, Dict[str, Any]]:
+        record = self.records[index]
+        pil = self.load_image(index)
+        if pil.size != (record.width, record.height):
+            raise ValueError(f"image {record.path} is {pil.size[0]}x{pil.size[1]} but its annotation "
+                             f"says {record.width}x{record.height}")
+        keep = [i for i, ignored in enumerate(record.ignore) if not ignored]
+        image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+        boxes = torch.tensor([record.boxes[i] for i in keep], dtype=torch.float32).reshape(-1, 4)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(record.height, record.width)),
+            "labels": torch.tensor([record.labels[i] for i in keep], dtype=torch.int64),
+            "image_id": record.image_id,
+        }
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def coco_ground_truth(self) -> Dict[str, Any]:
+        """The dataset as a COCO ground-truth dict (original coordinates; ignored objects as ``iscrowd=1``)."""
+        images, annotations = [], []
+        for record in self.records:
+            images.append({"id": record.image_id, "file_name": record.path.name,
+                           "width": record.width, "height": record.height})
+            for box, label, ignore, area in zip(record.boxes, record.labels, record.ignore, record.areas):
+                annotations.append({"id": len(annotations) + 1, "image_id": record.image_id,
+                                    "category_id": self.label_to_category_id[label],
+                                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "area": area,
+                                    "iscrowd": int(ignore)})
+        categories = [{"id": cid, "name": self.classes[label - 1]} for label, cid in self.label_to_category_id.items()]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def collate(batch: Sequence[Tuple[Any, Dict[str, Any]]]) -> Tuple[List[Any], List[Dict[str, Any]]]:
+    """``(images, targets)`` lists, the input torchvision's detection models take."""
+    images, targets = zip(*batch) if batch else ((), ())
+    return list(images), list(targets)

@@ -1,0 +1,85 @@
+"""COCO-format detection datasets: an instances JSON and a folder of images."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from .base import DetectionDataset, ImageRecord, InvalidAnnotation
+
+
+class CocoDetectionDataset(DetectionDataset):
+    """A COCO instances file (``images``, ``annotations``, ``categories``) over ``img_dir``.
+
+    Categories keep their names and ids; labels are their contiguous positions
+    1..K in id order. Crowd objects (``iscrowd=1``) are kept for evaluation only.
+    Every annotation is validated on load; errors name the file and the entry
+    (``instances.json: annotations[7] (id 12): ...``); with ``skip_invalid`` a bad
+    annotation is skipped with a warning and counted in ``num_skipped``. Images are
+    checked to exist on load and decoded in ``__getitem__``.
+
+    Args:
+        img_dir: folder the images' ``file_name`` are relative to.
+        ann_file: the instances JSON.
+        transforms: ``transforms.v2``-style callable ``(image, target) -> (image, target)``.
+        skip_invalid: skip bad annotations instead of raising.
+        train: kept for symmetry with the VOC dataset; training and evaluation read the same objects.
+    """
+
+    def __init__(self, img_dir: str | os.PathLike, ann_file: str | os.PathLike, *,
+                 transforms: Optional[Callable] = None, skip_invalid: bool = False, train: bool = True) -> None:
+        self.img_dir, self.ann_file = Path(img_dir), Path(ann_file)
+        name = self.ann_file.name
+        try:
+            data = json.loads(self.ann_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"annotation file {self.ann_file} does not exist") from None
+        except ValueError as err:
+            raise ValueError(f"{self.ann_file}: not valid JSON ({err})") from None
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key) if isinstance(data, dict) else None, list):
+                raise InvalidAnnotation(f"{name}: missing the list {key!r}")
+        categories = sorted(self._fields(c, f"{name}: categories[{i}]", ("id", "name"))
+                            for i, c in enumerate(data["categories"]))
+        label_of = {cid: i + 1 for i, (cid, _) in enumerate(categories)}
+        super().__init__([n for _, n in categories], [cid for cid, _ in categories],
+                         transforms=transforms, skip_invalid=skip_invalid)
+        by_id: Dict[int, ImageRecord] = {}
+        for i, image in enumerate(data["images"]):
+            where = f"{name}: images[{i}]"
+            image_id, file_name, width, height = self._fields(image, where, ("id", "file_name", "width", "height"))
+            path = self.img_dir / file_name
+            if not path.is_file():
+                raise FileNotFoundError(f"{where} (id {image_id}): image file {path} does not exist")
+            if image_id in by_id:
+                raise InvalidAnnotation(f"{where}: duplicate image id {image_id}")
+            by_id[image_id] = ImageRecord(int(image_id), path, int(width), int(height))
+        for i, ann in enumerate(data["annotations"]):
+            where = f"{name}: annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else None})"
+            try:
+                image_id, category_id, bbox = self._fields(ann, where, ("image_id", "category_id", "bbox"))
+                if image_id not in by_id:
+                    raise InvalidAnnotation(f"{where}: image_id {image_id} is not in images")
+                if category_id not in label_of:
+                    raise InvalidAnnotation(f"{where}: category_id {category_id} is not in categories")
+                if not (isinstance(bbox, list) and len(bbox) == 4
+                        and all(isinstance(v, (int, float)) for v in bbox)):
+                    raise InvalidAnnotation(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+            except InvalidAnnotation as err:
+                self._reject(str(err))
+                continue
+            x, y, w, h = bbox
+            self._add_object(by_id[image_id], where, [x, y, x + w, y + h], label_of[category_id],
+                             ignore=bool(ann.get("iscrowd", 0)), area=ann.get("area"))
+        self.records = list(by_id.values())
+
+    @staticmethod
+    def _fields(entry: Any, where: str, keys) -> tuple:
+        if not isinstance(entry, dict):
+            raise InvalidAnnotation(f"{where}: expected an object, got {type(entry).__name__}")
+        missing = [k for k in keys if k not in entry]
+        if missing:
+            raise InvalidAnnotation(f"{where}: missing field(s) {', '.join(missing)}")
+        return tuple(entry[k] for k in keys)
