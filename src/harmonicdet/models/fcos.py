@@ -1,0 +1,81 @@
+"""FCOS with a harmonic head: torchvision's ``FCOSHead`` whose ``compute_loss`` harmonises the positives."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.fcos import FCOSHead
+
+from harmonicdet.losses import harmonic_sigmoid_detection_loss
+
+from .presets import HarmonicOptions, HarmonicStatsMixin
+
+
+class HarmonicFCOSHead(HarmonicStatsMixin, FCOSHead):
+    """``FCOSHead`` with the Harmonic loss (Eq. S-1).
+
+    Per location, ``cls`` is the focal loss summed over classes; a foreground
+    location's ``L_loc`` is torchvision's GIoU loss when ``alpha == 0``
+    (``harmonic``) and ``alpha * L_HIoU`` otherwise: FCOS's box loss is already
+    IoU-based, so HIoU replaces GIoU instead of being added to it. The centerness
+    loss is torchvision's. Every term is divided by the number of foreground
+    locations, as torchvision does, so learning rates carry over. With a TC margin
+    the dict gains ``"task_contrast"``.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, *,
+                 options: HarmonicOptions) -> None:
+        super().__init__(in_channels, num_anchors, num_classes, num_convs)
+        self.options = options
+        self.last_stats = {}
+
+    def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
+                     anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
+        cls_logits = head_outputs["cls_logits"]  # [N, HWA, C]
+        bbox_regression = head_outputs["bbox_regression"]  # [N, HWA, 4]
+        bbox_ctrness = head_outputs["bbox_ctrness"]  # [N, HWA, 1]
+        gt_classes, gt_boxes = [], []
+        for targets_per_image, matched in zip(targets, matched_idxs):
+            if len(targets_per_image["labels"]) == 0:
+                classes = targets_per_image["labels"].new_zeros((len(matched),))
+                boxes = targets_per_image["boxes"].new_zeros((len(matched), 4))
+            else:
+                classes = targets_per_image["labels"][matched.clip(min=0)]
+                boxes = targets_per_image["boxes"][matched.clip(min=0)]
+            classes[matched < 0] = -1
+            gt_classes.append(classes)
+            gt_boxes.append(boxes)
+        gt_boxes_t, gt_classes_t, anchors_t = torch.stack(gt_boxes), torch.stack(gt_classes), torch.stack(anchors)
+        foreground = gt_classes_t >= 0
+        num_foreground = max(1, int(foreground.sum()))
+
+        one_hot = torch.zeros_like(cls_logits)
+        one_hot[foreground, gt_classes_t[foreground]] = 1.0
+        pred_boxes = self.box_coder.decode(bbox_regression, anchors_t)
+        o = self.options
+        losses, stats = harmonic_sigmoid_detection_loss(
+            cls_logits.flatten(0, 1), one_hot.flatten(0, 1),
+            pred_boxes=pred_boxes[foreground], target_boxes=gt_boxes_t[foreground],
+            box_loss="giou" if o.alpha == 0 else "none", alpha=o.alpha, gamma=o.gamma,
+            beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
+            avg_factor=num_foreground, return_stats=True,
+        )
+        self._record_stats(stats)
+
+        reg_targets = self.box_coder.encode(anchors_t, gt_boxes_t)
+        if len(reg_targets) == 0:
+            ctrness_targets = reg_targets.new_zeros(reg_targets.size()[:-1])
+        else:
+            left_right, top_bottom = reg_targets[:, :, [0, 2]], reg_targets[:, :, [1, 3]]
+            ctrness_targets = torch.sqrt((left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0])
+                                         * (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0]))
+        loss_ctrness = F.binary_cross_entropy_with_logits(
+            bbox_ctrness.squeeze(dim=2)[foreground], ctrness_targets[foreground], reduction="sum")
+        out = {"classification": losses["loss_cls"], "bbox_regression": losses["loss_loc"],
+               "bbox_ctrness": loss_ctrness / num_foreground}
+        if "loss_tc" in losses:
+            out["task_contrast"] = losses["loss_tc"]
+        return out

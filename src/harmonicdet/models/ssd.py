@@ -1,0 +1,69 @@
+"""SSD / SSDlite with the harmonic loss: an ``SSD`` subclass (SSD's loss lives on the model, not a head)."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.ssd import SSD
+
+from harmonicdet.losses import harmonic_softmax_detection_loss
+
+from .presets import HarmonicOptions, HarmonicStatsMixin
+
+
+class HarmonicSSD(HarmonicStatsMixin, SSD):
+    """``SSD`` whose ``compute_loss`` harmonises the positives (Eq. S-1).
+
+    Hard negative mining is torchvision's (``neg_to_pos_ratio`` negatives with the
+    highest cross-entropy per positive); the mined negatives keep plain CE, the
+    positives' CE and ``L_loc`` (SmoothL1, beta 1, plus ``alpha * L_HIoU`` on the
+    decoded box) are harmonised. Everything is divided by the number of foreground
+    anchors, as torchvision. With a TC margin the dict gains ``"task_contrast"``.
+    """
+
+    def __init__(self, *args, options: HarmonicOptions, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.options = options
+        self.last_stats = {}
+
+    def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
+                     anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
+        cls_logits = head_outputs["cls_logits"]
+        deltas, target_deltas, pred_boxes, target_boxes, cls_targets = [], [], [], [], []
+        for t, regression, anchors_per_image, matched in zip(targets, head_outputs["bbox_regression"], anchors,
+                                                             matched_idxs):
+            foreground = torch.where(matched >= 0)[0]
+            gt = t["boxes"][matched[foreground]]
+            fg_anchors = anchors_per_image[foreground]
+            deltas.append(regression[foreground])
+            target_deltas.append(self.box_coder.encode_single(gt, fg_anchors))
+            pred_boxes.append(self.box_coder.decode_single(regression[foreground], fg_anchors))
+            target_boxes.append(gt)
+            classes = torch.zeros(cls_logits.size(1), dtype=t["labels"].dtype, device=t["labels"].device)
+            classes[foreground] = t["labels"][matched[foreground]]
+            cls_targets.append(classes)
+        cls_targets_t = torch.stack(cls_targets)
+        num_classes = cls_logits.size(-1)
+        foreground = cls_targets_t > 0
+        with torch.no_grad():  # hard negative mining, as torchvision's SSD
+            negative_loss = F.cross_entropy(cls_logits.reshape(-1, num_classes), cls_targets_t.reshape(-1),
+                                            reduction="none").view(cls_targets_t.size())
+            negative_loss[foreground] = -float("inf")
+            _, order = negative_loss.sort(1, descending=True)
+            mined = order.sort(1)[1] < self.neg_to_pos_ratio * foreground.sum(1, keepdim=True)
+        selected = (foreground | mined).reshape(-1)
+        o = self.options
+        losses, stats = harmonic_softmax_detection_loss(
+            cls_logits.reshape(-1, num_classes)[selected], cls_targets_t.reshape(-1)[selected],
+            torch.cat(deltas), torch.cat(target_deltas), torch.cat(pred_boxes), torch.cat(target_boxes),
+            box_loss="smooth_l1", smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma, tc_margin=o.tc_margin,
+            detach_factors=o.detach_factors, avg_factor=max(1, int(foreground.sum())), return_stats=True,
+        )
+        self._record_stats(stats)
+        out = {"bbox_regression": losses["loss_loc"], "classification": losses["loss_cls"]}
+        if "loss_tc" in losses:
+            out["task_contrast"] = losses["loss_tc"]
+        return out
