@@ -15,6 +15,8 @@ from typing import Sequence
 _COMMAND_MODULES = (
     "harmonicdet.engine.cli",
     "harmonicdet.analysis.figures_cli",
+    "harmonicdet.analysis.consistency_cli",
+    "harmonicdet.data.cli",
 )
 
 

@@ -93,13 +93,13 @@ def figure_data(gammas: Sequence[float] = DEFAULT_GAMMAS, resolution: int = 121)
     }
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)
@@ -122,7 +122,7 @@ def plot_figures(data: Mapping[str, np.ndarray], out_dir: Path) -> List[Path]:
     p, t, loc, iou = data["p"], data["t"], data["loc"], data["iou"]
     paths = []
 
-    fig = _new_figure(11, 4.2)
+    fig = new_figure(11, 4.2)
     ax_a, ax_b = fig.subplots(1, 2)
     vmax = max(data["fig1a_harmonic_dt"].max(), data["fig1b_standard_dt"].max())
     for ax, key, title in (
@@ -135,17 +135,17 @@ def plot_figures(data: Mapping[str, np.ndarray], out_dir: Path) -> List[Path]:
         ax.set_ylabel("ground-truth class probability p")
     fig.colorbar(mesh, ax=[ax_a, ax_b], label="|dL/dt|")
     fig.suptitle("Supplementary Fig. 1: gradient w.r.t. the regression offset (SmoothL1, beta = 1)")
-    paths.append(_save(fig, out_dir / "fig1_offset_gradient.png"))
+    paths.append(save_figure(fig, out_dir / "fig1_offset_gradient.png"))
 
-    fig = _new_figure(6.2, 4.6)
+    fig = new_figure(6.2, 4.6)
     ax = fig.subplots()
     z = np.clip(data["fig2_harmonic_dp"], -20, None)  # -(1+e^-L)/p diverges at p -> 0
     _heatmap(ax, z, loc, p, "Supplementary Fig. 2: dL_Har/dp (Eq. S-10), clipped at -20\n"
              "white: dL/dp = 0 (Eq. S-9 boundary)", "localisation loss L", "probability p", "magma",
              zero_contour=True)
-    paths.append(_save(fig, out_dir / "fig2_probability_gradient.png"))
+    paths.append(save_figure(fig, out_dir / "fig2_probability_gradient.png"))
 
-    fig = _new_figure(6.2, 4.6)
+    fig = new_figure(6.2, 4.6)
     ax = fig.subplots()
     for gamma, curve in zip(data["gammas"], data["fig4_hiou"]):
         ax.plot(iou, curve, label=f"gamma = {gamma:g}" + (" (plain IoU loss)" if gamma == 0 else ""))
@@ -154,7 +154,7 @@ def plot_figures(data: Mapping[str, np.ndarray], out_dir: Path) -> List[Path]:
     ax.set_title("Supplementary Fig. 4: Harmonic IoU loss (Eq. S-11)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    paths.append(_save(fig, out_dir / "fig4_hiou.png"))
+    paths.append(save_figure(fig, out_dir / "fig4_hiou.png"))
     return paths
 
 
@@ -186,7 +186,7 @@ def plot_loss_curves(
     runs: Iterable[Tuple[str, Path]], out_path: Path, key: str = "loss", smooth: int = 20
 ) -> Path:
     """Supplementary Fig. 3: training-loss curves of one or more runs (moving average of ``smooth`` iterations)."""
-    fig = _new_figure(6.8, 4.4)
+    fig = new_figure(6.8, 4.4)
     ax = fig.subplots()
     for label, metrics_path in runs:
         it, val = read_loss_curve(Path(metrics_path), key)
@@ -202,7 +202,7 @@ def plot_loss_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def write_figures(out_dir: Path, gammas: Sequence[float] = DEFAULT_GAMMAS) -> List[Path]:

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from harmonicdet.analysis.consistency import plot_consistency_comparison
+from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.data import make_scenes
 from harmonicdet.engine.builders import build_datasets, build_model, collate

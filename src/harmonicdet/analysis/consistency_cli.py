@@ -1,0 +1,61 @@
+"""``harmonicdet consistency``: score-IoU consistency of COCO detection results."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harmonicdet.io import write_json_atomic
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .consistency import GroundTruth, consistency_report
+    from .consistency_plots import plot_consistency, plot_consistency_comparison
+
+    labels = args.label or [Path(p).stem for p in args.dt]
+    if len(labels) != len(args.dt):
+        raise ValueError(f"{len(args.dt)} --dt files but {len(labels)} --label values")
+    if args.candidates and len(args.candidates) != len(args.dt):
+        raise ValueError(f"give one --candidates file per --dt ({len(args.dt)}), got {len(args.candidates)}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct, got {labels}")
+    truth = GroundTruth(args.gt)
+    reports = {}
+    for i, (label, dt) in enumerate(zip(labels, args.dt)):
+        reports[label] = consistency_report(
+            truth, dt, candidates=args.candidates[i] if args.candidates else None, score_hi=args.score_hi,
+            score_lo=args.score_lo, iou_floor=args.iou_floor, num_bins=args.bins)
+    out = Path(args.out)
+    write_json_atomic(reports, out / "consistency.json")
+    for label, report in reports.items():
+        plot_consistency(report, out / f"consistency_{label}.png", label)
+    if len(reports) > 1:
+        plot_consistency_comparison(list(reports.values()), labels, out)
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"{'label':<16} {'dets':>8} {'Spearman':>9} {'Pearson':>8} {'hiS/loIoU':>10} {'loS/hiIoU':>10} "
+          f"{'cal.gap':>8} {'NMS rank':>9}")
+    for label, r in reports.items():
+        nms = r.get("nms_ranking", {}).get("ranking_loss")
+        print(f"{label:<16} {r['num_detections']:>8} {fmt(r['overall']['spearman']):>9} "
+              f"{fmt(r['overall']['pearson']):>8} {fmt(r['inconsistency']['high_score_low_iou']):>10} "
+              f"{fmt(r['inconsistency']['low_score_high_iou']):>10} "
+              f"{fmt(r['calibration']['expected_calibration_gap']):>8} {fmt(nms):>9}")
+    print(f"wrote {out / 'consistency.json'} and plots")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("consistency", help="score-IoU consistency of COCO detection results",
+                              description="Pair every detection's score with its IoU to the best-matching "
+                              "object and report correlations, inconsistency rates, calibration and (with "
+                              "pre-NMS candidates) the NMS ranking loss.")
+    p.add_argument("--gt", required=True, help="COCO ground-truth JSON (instances file)")
+    p.add_argument("--dt", required=True, action="append", help="COCO results JSON (repeat to compare)")
+    p.add_argument("--label", action="append", help="a name per --dt (default: file stem)")
+    p.add_argument("--candidates", action="append", help="pre-NMS candidates JSON, one per --dt")
+    p.add_argument("--out", default="consistency", help="output folder (default: consistency)")
+    p.add_argument("--score-hi", type=float, default=0.5, help="high-score threshold (default 0.5)")
+    p.add_argument("--score-lo", type=float, default=0.2, help="low-score threshold (default 0.2)")
+    p.add_argument("--iou-floor", type=float, default=0.1, help="IoU above which a detection overlaps an object")
+    p.add_argument("--bins", type=int, default=10, help="score bins of the calibration curve")
+    p.set_defaults(func=_run)
