@@ -176,10 +176,10 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                 iteration += 1
                 step_time = time.perf_counter() - t0
                 if is_main:
-                    record = {"iteration": iteration, "epoch": epoch, "loss": float(loss), "lr": lr,
+                    record = {"iteration": iteration, "epoch": epoch, "loss": float(loss.detach()), "lr": lr,
                               "step_time": step_time,
                               "images_per_s": batch_size * dist_utils.world_size() / step_time}
-                    record.update({k: float(v) for k, v in loss_dict.items()})
+                    record.update({k: float(v.detach()) for k, v in loss_dict.items()})
                     record.update({k: float(v) for k, v in loss_stats(model).items()})
                     log.write(record)
                     shown = {"loss": record["loss"], **{k: record[k] for k in ("beta_c", "beta_r") if k in record}}
