@@ -54,15 +54,16 @@ def _load_pretrained(model: nn.Module, path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    own = model.state_dict()
-    if set(state) <= set(own) and len(state) == len(own):
+    try:
         model.load_state_dict(state)
         return
-    body = model.backbone.body
-    missing, unexpected = body.load_state_dict(state, strict=False)
-    if unexpected or len(missing) == len(body.state_dict()):
-        raise ValueError(f"pretrained weights {path} fit neither the detector nor its backbone "
-                         f"(e.g. unexpected keys {sorted(unexpected)[:3]})")
+    except RuntimeError:
+        pass
+    try:
+        model.backbone.body.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"pretrained weights {path} fit neither the detector nor its backbone body: "
+                         f"{str(err).splitlines()[0]}") from None
 
 
 def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: str = "resnet18",
