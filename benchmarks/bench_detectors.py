@@ -1,6 +1,7 @@
 """Training-step time of each loss preset against ``standard`` on the same detector (target <= 1.02x).
 
-    python benchmarks/bench_detectors.py [--arch fcos] [--batch 4] [--steps 5] [--device cpu]
+    python benchmarks/bench_detectors.py [--arch fcos] [--backbone resnet18] [--fpn-channels 256]
+                                         [--batch 4] [--steps 10] [--device cpu]
 
 Models share weights; steps (forward + backward + SGD) are interleaved preset by
 preset so clock and cache drift hit all of them alike; the median per preset is reported.
@@ -20,10 +21,11 @@ from harmonicdet.models import PRESETS, build_detector
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="fcos")
-    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--backbone", default=None, help="default: resnet18 (ssd: mobilenet_v3_large)")
+    parser.add_argument("--fpn-channels", type=int, default=None, help="default: 256 (not for ssd)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -36,7 +38,8 @@ def main() -> None:
         targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
                         "labels": torch.randint(1, 11, (4,), generator=g).to(device)})
     torch.manual_seed(0)
-    models = {p: build_detector(args.arch, 11, loss=p, backbone=args.backbone, image_size=args.image_size).to(device)
+    models = {p: build_detector(args.arch, 11, loss=p, backbone=args.backbone, image_size=args.image_size,
+                                fpn_channels=args.fpn_channels).to(device)
               for p in PRESETS}
     for model in models.values():
         model.load_state_dict(models["standard"].state_dict())
@@ -57,7 +60,9 @@ def main() -> None:
             if step:  # the first round warms up
                 times[preset].append(time.perf_counter() - start)
     base = statistics.median(times["standard"])
-    print(f"{args.arch} {args.backbone} {args.image_size}px batch {args.batch} on {device}, {args.steps} steps")
+    print(f"{args.arch} {args.backbone or 'default backbone'} fpn_channels={args.fpn_channels or 'default'} "
+          f"{args.image_size}px batch {args.batch} on {device} ({torch.get_num_threads()} threads), "
+          f"median of {args.steps} interleaved steps")
     for preset in PRESETS:
         t = statistics.median(times[preset])
         print(f"{preset:<13} {t * 1e3:8.1f} ms/step  {t / base:6.3f}x")

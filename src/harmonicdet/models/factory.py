@@ -1,22 +1,43 @@
-"""``build_detector``: torchvision detectors whose heads compute a chosen loss preset."""
+"""``build_detector``: torchvision detectors whose heads compute a chosen loss preset.
+
+The returned model is always the torchvision class (``FasterRCNN``, ``MaskRCNN``,
+``RetinaNet``, ``FCOS``, ``SSD``) with torchvision's ``forward``, inference and NMS.
+For ``loss="standard"`` every part is torchvision's own class; the harmonic presets
+swap in a subclass of the part that computes the training loss:
+
+=============== ============================ ==========================================
+arch            harmonic part                what Eq. S-1 harmonises per positive
+=============== ============================ ==========================================
+faster_rcnn,    ``HarmonicRoIHeads``         softmax CE of a sampled RoI, SmoothL1
+mask_rcnn       (``model.roi_heads``)        (beta 1/9) of its class-specific offsets;
+                                             RPN and mask losses are torchvision's
+retinanet       ``HarmonicRetinaNetHead``    focal loss summed over classes, the head's
+                                             box loss (L1 on the encoded offsets)
+fcos            ``HarmonicFCOSHead``         focal loss summed over classes, GIoU
+                                             (replaced by HIoU when ``alpha > 0``);
+                                             centerness is torchvision's
+ssd             ``HarmonicSSD`` (the model)  softmax CE, SmoothL1 (beta 1); hard
+                                             negative mining is torchvision's
+=============== ============================ ==========================================
+
+Negatives keep their plain classification loss and every term keeps torchvision's
+normaliser. With ``alpha > 0`` ``L_loc`` gains ``alpha * L_HIoU`` on the box decoded
+with the model's own box coder; with a TC margin the loss dict gains
+``"loss_task_contrast"`` (R-CNN) or ``"task_contrast"`` (one-stage detectors).
+"""
 
 from __future__ import annotations
 
-import os
-from functools import partial
 from typing import Any, Optional
 
-import torch
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet, ssdlite320_mobilenet_v3_large
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .backbones import BACKBONES, MOBILENETS, fpn_backbone, load_pretrained
 from .fcos import HarmonicFCOSHead
 from .presets import harmonic_options
 from .rcnn import HarmonicRoIHeads
@@ -24,113 +45,102 @@ from .retinanet import HarmonicRetinaNetHead
 from .ssd import HarmonicSSD
 
 ARCHS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos", "ssd")
-RESNETS = ("resnet18", "resnet34", "resnet50")
-BACKBONES = RESNETS + ("mobilenet_v3_large",)
-
-
-def _pyramid(backbone: str, *, p6p7: bool, frozen_bn: bool, trainable_layers: Optional[int]) -> nn.Module:
-    """An FPN backbone with five levels: P3-P7 (``p6p7``) or P2-P5 plus max-pooled P6; random weights."""
-    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-    extra = LastLevelP6P7(256, 256) if p6p7 else None
-    if backbone in RESNETS:
-        return resnet_fpn_backbone(backbone_name=backbone, weights=None, norm_layer=norm,
-                                   trainable_layers=5 if trainable_layers is None else trainable_layers,
-                                   returned_layers=[2, 3, 4] if p6p7 else [1, 2, 3, 4], extra_blocks=extra)
-    # MobileNetV3's last three stages (+ P6/P7) or four stages (+ pool): also five levels
-    return mobilenet_backbone(backbone_name=backbone, weights=None, fpn=True, norm_layer=norm,
-                              trainable_layers=6 if trainable_layers is None else trainable_layers,
-                              returned_layers=[3, 4, 5] if p6p7 else [2, 3, 4, 5], extra_blocks=extra)
+# FCOS's anchors are its locations: their size must be the level's stride (torchvision's values)
+FCOS_ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))
 
 
 def _anchor_sizes(image_size: int, base: int) -> list:
-    # torchvision's sizes are for ~800 px images; small images get proportionally smaller anchors (>= 8 px)
+    """torchvision's anchor sizes ``base * 2**level``, scaled down for images smaller than 512 px (>= 8 px)."""
     scale = min(1.0, image_size / 512)
     return [max(8, int(round(base * scale))) * 2**level for level in range(5)]
 
 
-def _load_pretrained(model: nn.Module, path: str) -> None:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained weights {path} do not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    try:
-        model.load_state_dict(state)
-        return
-    except RuntimeError:
-        pass
-    try:
-        model.backbone.body.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"pretrained weights {path} fit neither the detector nor its backbone body: "
-                         f"{str(err).splitlines()[0]}") from None
-
-
-def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: str = "resnet18",
-                   image_size: int = 128, pretrained: Optional[str] = None,
+def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: Optional[str] = None,
+                   image_size: int = 128, pretrained: Optional[str] = None, fpn_channels: Optional[int] = None,
                    trainable_backbone_layers: Optional[int] = None, **loss_options: Any) -> nn.Module:
-    """A torchvision detector (``FasterRCNN``, ``MaskRCNN``, ``RetinaNet``, ``FCOS`` or ``SSD``) with the loss
-    preset ``loss`` (see :mod:`harmonicdet.models.presets`).
+    """A torchvision detector whose training loss is the preset ``loss`` (see :mod:`harmonicdet.models.presets`).
 
-    The model is the torchvision class with torchvision's ``forward``, inference and
-    NMS; only its training loss differs. Weights are random (nothing is downloaded)
-    unless ``pretrained`` names a local state dict of the detector or of its
-    backbone body; batch norm is trainable from scratch and frozen with pretrained
-    weights, as torchvision does.
+    Weights are random and nothing is downloaded, unless ``pretrained`` names a
+    local state dict (see :func:`harmonicdet.models.backbones.load_pretrained`);
+    batch norm is trainable from scratch and frozen with pretrained weights, as in
+    torchvision. Anchor sizes are torchvision's for images of 512 px and more and
+    shrink proportionally (to at least 8 px) for smaller ones; FCOS keeps
+    torchvision's (they must equal the strides).
 
     Args:
-        arch: ``faster_rcnn`` | ``mask_rcnn`` | ``retinanet`` | ``fcos`` | ``ssd`` (SSDlite, MobileNetV3).
-        num_classes: classes including background (torchvision's convention).
+        arch: ``faster_rcnn`` | ``mask_rcnn`` | ``retinanet`` | ``fcos`` | ``ssd`` (SSDlite).
+        num_classes: classes including background (torchvision's convention, e.g. 11 for 10 classes).
         loss: ``standard`` | ``harmonic`` | ``harmonic_iou`` | ``harmonicdet``.
-        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v3_large`` (FPN; SSD: MobileNetV3 only).
-        image_size: the size images are resized to (shorter and longer side), e.g. 128 for CPU training.
-        pretrained: path to a local state dict.
-        trainable_backbone_layers: as torchvision (default: all).
-        **loss_options: ``alpha``, ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``.
+        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v3_large``, with a
+            five-level FPN; default ``resnet18``. ``ssd`` is SSDlite with (and defaults to)
+            ``mobilenet_v3_large``.
+        image_size: images are resized to it (``min_size = max_size = image_size``;
+            SSD: a fixed square), e.g. 128 for CPU training.
+        pretrained: path of a local state dict of the detector or of its backbone.
+        fpn_channels: FPN channels (default torchvision's 256; fewer make CPU training cheaper;
+            FCOS: a multiple of 32, at least 64, for its GroupNorm(32); not for ``ssd``).
+        trainable_backbone_layers: as torchvision (default: all, or 3 with ``pretrained``).
+        **loss_options: overrides of the preset: ``alpha``, ``gamma``, ``tc_margin``,
+            ``detach_factors``, ``beta_c_mode``, ``box_loss``.
+
+    Raises:
+        ValueError: an unknown arch, backbone, preset or loss option (named in the
+            message), or an invalid value.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if backbone is None:
+        backbone = "mobilenet_v3_large" if arch == "ssd" else "resnet18"
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-    if arch == "ssd" and backbone != "mobilenet_v3_large":
-        raise ValueError(f"arch 'ssd' is SSDlite with backbone 'mobilenet_v3_large', got {backbone!r}")
+    if arch == "ssd" and backbone not in MOBILENETS:
+        raise ValueError(f"arch 'ssd' is SSDlite with backbone 'mobilenet_v3_large', got backbone {backbone!r}")
+    if arch == "ssd" and fpn_channels is not None:
+        raise ValueError("arch 'ssd' (SSDlite) has no FPN: fpn_channels must not be given")
+    if arch == "fcos" and fpn_channels is not None and (fpn_channels % 32 or fpn_channels < 64):
+        # torchvision's FCOS head normalises with GroupNorm(32, channels); 32 channels fail on 1x1 levels
+        raise ValueError(f"FCOS needs fpn_channels a multiple of 32 and >= 64 (GroupNorm(32)), got {fpn_channels}")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     options = harmonic_options(loss, loss_options)
+    if trainable_backbone_layers is None and pretrained is not None:
+        trainable_backbone_layers = 3
     size = dict(min_size=image_size, max_size=image_size)
-    frozen_bn = pretrained is not None
+    pyramid = dict(fpn_channels=256 if fpn_channels is None else fpn_channels, frozen_bn=pretrained is not None,
+                   trainable_layers=trainable_backbone_layers)
 
     if arch == "ssd":
-        reference = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes,
-                                                  trainable_backbone_layers=trainable_backbone_layers)
-        cls = SSD if options is None else partial(HarmonicSSD, options=options)
-        model = cls(reference.backbone, reference.anchor_generator, (image_size, image_size), num_classes,
-                    image_mean=reference.transform.image_mean, image_std=reference.transform.image_std,
-                    head=reference.head, score_thresh=reference.score_thresh, nms_thresh=reference.nms_thresh,
-                    detections_per_img=reference.detections_per_img, topk_candidates=reference.topk_candidates,
-                    positive_fraction=1 / (1 + reference.neg_to_pos_ratio))
+        # torchvision's SSDlite320 parts (backbone, anchors, head, settings), for a square of image_size
+        ref = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes,
+                                            trainable_backbone_layers=trainable_backbone_layers)
+        kwargs = dict(image_mean=ref.transform.image_mean, image_std=ref.transform.image_std, head=ref.head,
+                      score_thresh=ref.score_thresh, nms_thresh=ref.nms_thresh,
+                      detections_per_img=ref.detections_per_img, topk_candidates=ref.topk_candidates,
+                      positive_fraction=1 / (1 + ref.neg_to_pos_ratio))
+        args = (ref.backbone, ref.anchor_generator, (image_size, image_size), num_classes)
+        model = SSD(*args, **kwargs) if options is None else HarmonicSSD(*args, options=options, **kwargs)
     elif arch == "fcos":
-        body = _pyramid(backbone, p6p7=True, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers)
+        body = fpn_backbone(backbone, levels="p3p7", **pyramid)
         head = FCOSHead(body.out_channels, 1, num_classes) if options is None else \
             HarmonicFCOSHead(body.out_channels, 1, num_classes, options=options)
-        anchors = AnchorGenerator(tuple((s,) for s in _anchor_sizes(image_size, 16)), ((1.0,),) * 5)
+        anchors = AnchorGenerator(FCOS_ANCHOR_SIZES, ((1.0,),) * 5)
         model = FCOS(body, num_classes, anchor_generator=anchors, head=head, **size)
     elif arch == "retinanet":
-        body = _pyramid(backbone, p6p7=True, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers)
+        body = fpn_backbone(backbone, levels="p3p7", **pyramid)
         sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in _anchor_sizes(image_size, 32))
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
         head = RetinaNetHead(body.out_channels, 9, num_classes) if options is None else \
             HarmonicRetinaNetHead(body.out_channels, 9, num_classes, options=options)
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **size)
     else:
-        body = _pyramid(backbone, p6p7=False, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers)
+        body = fpn_backbone(backbone, levels="p2p6", **pyramid)
         anchors = AnchorGenerator(tuple((s,) for s in _anchor_sizes(image_size, 32)), ((0.5, 1.0, 2.0),) * 5)
         cls = MaskRCNN if arch == "mask_rcnn" else FasterRCNN
         model = cls(body, num_classes, rpn_anchor_generator=anchors, **size)
         if options is not None:
             model.roi_heads = HarmonicRoIHeads.from_roi_heads(model.roi_heads, options)
     if pretrained is not None:
-        _load_pretrained(model, pretrained)
+        load_pretrained(model, pretrained)
     return model

@@ -17,13 +17,17 @@ from .presets import HarmonicOptions, HarmonicStatsMixin
 class HarmonicFCOSHead(HarmonicStatsMixin, FCOSHead):
     """``FCOSHead`` with the Harmonic loss (Eq. S-1).
 
-    Per location, ``cls`` is the focal loss summed over classes; a foreground
-    location's ``L_loc`` is torchvision's GIoU loss when ``alpha == 0``
-    (``harmonic``) and ``alpha * L_HIoU`` otherwise: FCOS's box loss is already
-    IoU-based, so HIoU replaces GIoU instead of being added to it. The centerness
-    loss is torchvision's. Every term is divided by the number of foreground
-    locations, as torchvision does, so learning rates carry over. With a TC margin
-    the dict gains ``"task_contrast"``.
+    Per location, ``cls`` is the focal loss summed over the classes (``beta_c =
+    exp(-cls)``, or the ground-truth class probability with ``beta_c_mode="prob"``);
+    negatives keep their plain focal loss. A foreground location's ``L_loc`` is
+    torchvision's GIoU loss on the decoded box when ``alpha == 0`` (``harmonic``) and
+    ``alpha * L_HIoU`` otherwise (``harmonic_iou``, ``harmonicdet``): FCOS's box loss
+    is already IoU-based, so HIoU *replaces* GIoU instead of being added to it
+    (``box_loss="giou"`` keeps both; ``"l1"``/``"smooth_l1"`` (beta 1) act on the
+    encoded ltrb offsets). The boxes are decoded with the head's ``box_coder`` from the
+    anchors. The centerness loss is torchvision's and is not harmonised. Every term is
+    divided by the number of foreground locations of the batch (at least 1), as
+    torchvision does. With a TC margin the dict gains ``"task_contrast"``.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, *,
@@ -55,17 +59,21 @@ class HarmonicFCOSHead(HarmonicStatsMixin, FCOSHead):
         one_hot = torch.zeros_like(cls_logits)
         one_hot[foreground, gt_classes_t[foreground]] = 1.0
         pred_boxes = self.box_coder.decode(bbox_regression, anchors_t)
+        reg_targets = self.box_coder.encode(anchors_t, gt_boxes_t)
         o = self.options
+        box_loss = o.box_loss or ("giou" if o.alpha == 0 else "none")
+        offsets = box_loss in ("l1", "smooth_l1")
         losses, stats = harmonic_sigmoid_detection_loss(
             cls_logits.flatten(0, 1), one_hot.flatten(0, 1),
+            box_deltas=bbox_regression[foreground] if offsets else None,
+            box_targets=reg_targets[foreground] if offsets else None,
             pred_boxes=pred_boxes[foreground], target_boxes=gt_boxes_t[foreground],
-            box_loss="giou" if o.alpha == 0 else "none", alpha=o.alpha, gamma=o.gamma,
+            box_loss=box_loss, smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma,
             beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
             avg_factor=num_foreground, return_stats=True,
         )
         self._record_stats(stats)
 
-        reg_targets = self.box_coder.encode(anchors_t, gt_boxes_t)
         if len(reg_targets) == 0:
             ctrness_targets = reg_targets.new_zeros(reg_targets.size()[:-1])
         else:

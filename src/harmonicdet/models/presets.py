@@ -1,11 +1,17 @@
 """Loss presets of the paper's ablation, and the side channel that exposes the harmonic factors for logging.
 
-=============== ============================================================
-``standard``     torchvision's own loss, untouched
-``harmonic``     Eq. S-1 on the head's own per-positive losses (no IoU term)
+=============== ==================================================================
+``standard``     torchvision's own loss and head classes, untouched
+``harmonic``     Eq. S-1 on the head's own per-positive losses (``alpha = 0``, no HIoU)
 ``harmonic_iou`` as ``harmonic`` with ``L_loc = box loss + alpha * L_HIoU``
-``harmonicdet``  as ``harmonic_iou`` plus the task-contrasting loss
-=============== ============================================================
+                 (``alpha = 1.5``, ``gamma = 0.8``; FCOS: ``alpha * L_HIoU`` replaces GIoU)
+``harmonicdet``  as ``harmonic_iou`` plus the task-contrasting loss (margin 0.2)
+=============== ==================================================================
+
+``alpha = 1.5``, ``gamma = 0.8`` and the TC margin 0.2 are the main paper's values as
+reported by secondary sources (see PAPER.md); ``gamma = 0`` gives the plain IoU-loss
+ablation. The harmonic factors are differentiated through by default (the
+supplement's S-5/S-10); ``detach_factors=True`` is the constant-factor variant.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from torch import nn
 
 from harmonicdet.losses import check_hiou_gamma
+from harmonicdet.losses.detection_losses import BOX_LOSSES
 
 PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet")
 
@@ -30,7 +37,11 @@ class HarmonicOptions:
         gamma: HIoU focusing parameter (Eq. S-11, ``<= 1`` by S-13; 0: plain IoU loss).
         tc_margin: task-contrasting margin; ``None`` leaves the TC loss out.
         detach_factors: treat ``beta_c``/``beta_r`` as constants.
-        beta_c_mode: sigmoid heads: ``"loss"`` (``exp(-focal)``) or ``"prob"`` (ground-truth probability).
+        beta_c_mode: sigmoid heads: ``"loss"`` (``exp(-focal)``) or ``"prob"`` (ground-truth probability);
+            softmax heads have ``exp(-CE) = p`` either way (Eq. S-4).
+        box_loss: the box term of ``L_loc``: ``"smooth_l1"``, ``"l1"``, ``"giou"`` or ``"none"`` (HIoU
+            only); ``None`` keeps the detector's own (R-CNN, SSD: SmoothL1; RetinaNet: its head's
+            ``bbox_reg_loss_type``, L1 by default; FCOS: GIoU without HIoU, none with it).
     """
 
     alpha: float = 0.0
@@ -38,6 +49,7 @@ class HarmonicOptions:
     tc_margin: Optional[float] = None
     detach_factors: bool = False
     beta_c_mode: str = "loss"
+    box_loss: Optional[str] = None
 
 
 _PRESET_VALUES: Dict[str, Dict[str, Any]] = {
@@ -67,6 +79,10 @@ def harmonic_options(preset: str, overrides: Mapping[str, Any]) -> Optional[Harm
         raise ValueError(f"tc_margin must be >= 0 or None, got {options.tc_margin}")
     if options.beta_c_mode not in ("loss", "prob"):
         raise ValueError(f"beta_c_mode must be 'loss' or 'prob', got {options.beta_c_mode!r}")
+    if options.box_loss is not None and options.box_loss not in BOX_LOSSES:
+        raise ValueError(f"box_loss must be one of {BOX_LOSSES} or None, got {options.box_loss!r}")
+    if options.box_loss == "none" and options.alpha == 0:
+        raise ValueError("box_loss='none' needs alpha > 0: L_loc would be empty")
     return options
 
 
@@ -80,10 +96,14 @@ class HarmonicStatsMixin:
 
 
 def loss_stats(model: nn.Module) -> Dict[str, float]:
-    """``{"beta_c", "beta_r"}`` of the model's last training forward; ``{}`` for a standard model.
+    """``{"beta_c", "beta_r"}``: batch means over the positives of the model's last training forward.
 
-    Works on a model wrapped in ``DistributedDataParallel`` (it searches submodules).
+    ``{}`` for a ``standard`` model or before the first training forward; a batch
+    without positives gives 0. ``DistributedDataParallel`` (or any wrapper with a
+    ``module`` attribute) is unwrapped.
     """
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
     for module in model.modules():
         stats = getattr(module, "last_stats", None)
         if isinstance(module, HarmonicStatsMixin) and stats:

@@ -9,6 +9,7 @@ from torch import Tensor
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 from harmonicdet.losses import harmonic_sigmoid_detection_loss
+from harmonicdet.losses.detection_losses import BOX_LOSSES
 
 from .presets import HarmonicOptions, HarmonicStatsMixin
 
@@ -16,12 +17,15 @@ from .presets import HarmonicOptions, HarmonicStatsMixin
 class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
     """``RetinaNetHead`` with the Harmonic loss (Eq. S-1).
 
-    Per anchor, ``cls`` is the focal loss summed over classes (anchors between
-    the IoU thresholds are ignored, as in torchvision); a positive's ``L_loc`` is
-    the head's box loss (``bbox_reg_loss_type``, torchvision's default L1 on the
-    encoded offsets) plus ``alpha * L_HIoU`` on the decoded box. As in torchvision,
-    each image's terms are divided by its number of foreground anchors and the
-    images are averaged. With a TC margin the dict gains ``"task_contrast"``.
+    Per anchor, ``cls`` is the focal loss summed over the classes (anchors between
+    the IoU thresholds are ignored, as in torchvision); ``beta_c = exp(-cls)`` or the
+    ground-truth class probability (``beta_c_mode="prob"``). A positive's ``L_loc`` is
+    the head's own box loss (``regression_head._loss_type``: torchvision's default L1
+    on the encoded offsets, or SmoothL1 with beta 1, or GIoU; ``box_loss`` overrides
+    it) plus ``alpha * L_HIoU`` on the box decoded with the head's box coder.
+    Negatives keep their plain focal loss. As in torchvision, each image's terms are
+    divided by its number of foreground anchors (at least 1) and the images are
+    averaged. With a TC margin the dict gains ``"task_contrast"``.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, norm_layer=None, *,
@@ -33,12 +37,13 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
         box_coder = self.regression_head.box_coder
-        box_loss = self.regression_head._loss_type
-        if box_loss not in ("l1", "smooth_l1", "giou"):
-            raise ValueError(f"harmonic RetinaNet supports bbox_reg_loss_type l1, smooth_l1, giou, not {box_loss!r}")
         o = self.options
+        box_loss = o.box_loss or self.regression_head._loss_type
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"harmonic RetinaNet supports box losses {BOX_LOSSES}, not {box_loss!r}")
         totals: Dict[str, List[Tensor]] = {}
-        stats_sum = {"beta_c": 0.0, "beta_r": 0.0}
+        weighted = {"beta_c": [], "beta_r": []}
+        counts = []
         for index, (targets_per_image, matched) in enumerate(zip(targets, matched_idxs)):
             cls_logits = head_outputs["cls_logits"][index]
             regression = head_outputs["bbox_regression"][index]
@@ -49,18 +54,21 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
             matched_boxes = targets_per_image["boxes"][matched[foreground]]
             anchors_fg = anchors[index][foreground]
             deltas = regression[foreground]
+            num_foreground = foreground.sum()
             losses, stats = harmonic_sigmoid_detection_loss(
                 cls_logits[valid], one_hot[valid],
                 box_deltas=deltas, box_targets=box_coder.encode_single(matched_boxes, anchors_fg),
                 pred_boxes=box_coder.decode_single(deltas, anchors_fg), target_boxes=matched_boxes,
                 box_loss=box_loss, smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma,
                 beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
-                avg_factor=max(1, int(foreground.sum())), return_stats=True,
+                avg_factor=num_foreground.clamp(min=1), return_stats=True,
             )
             for key, value in losses.items():
                 totals.setdefault(key, []).append(value)
-            for key in stats_sum:
-                stats_sum[key] = stats_sum[key] + stats[key]
-        self._record_stats({k: torch.as_tensor(v) / max(1, len(targets)) for k, v in stats_sum.items()})
+            for key in weighted:
+                weighted[key].append(stats[key] * num_foreground)
+            counts.append(num_foreground)
+        num_pos = torch.stack(counts).sum().clamp(min=1)
+        self._record_stats({k: torch.stack(v).sum() / num_pos for k, v in weighted.items()})
         names = {"loss_cls": "classification", "loss_loc": "bbox_regression", "loss_tc": "task_contrast"}
         return {names[k]: torch.stack(v).sum() / len(targets) for k, v in totals.items()}

@@ -17,11 +17,16 @@ from .presets import HarmonicOptions, HarmonicStatsMixin
 class HarmonicSSD(HarmonicStatsMixin, SSD):
     """``SSD`` whose ``compute_loss`` harmonises the positives (Eq. S-1).
 
-    Hard negative mining is torchvision's (``neg_to_pos_ratio`` negatives with the
-    highest cross-entropy per positive); the mined negatives keep plain CE, the
-    positives' CE and ``L_loc`` (SmoothL1, beta 1, plus ``alpha * L_HIoU`` on the
-    decoded box) are harmonised. Everything is divided by the number of foreground
-    anchors, as torchvision. With a TC margin the dict gains ``"task_contrast"``.
+    SSD's loss is computed by the model (``SSD.compute_loss``), not by its head, so
+    the model class is subclassed; it is still an ``SSD`` with torchvision's forward
+    and inference. Hard negative mining is torchvision's (per image the
+    ``neg_to_pos_ratio`` times as many negatives as positives, highest CE first); the
+    mined negatives keep plain softmax CE, the positives' CE (``beta_c = p``) and
+    ``L_loc`` (torchvision's SmoothL1, beta 1, summed over the 4 offsets, plus
+    ``alpha * L_HIoU`` on the box decoded with the model's box coder; ``box_loss``
+    overrides the SmoothL1 term) are harmonised. Everything is divided by the number
+    of foreground anchors of the batch (at least 1), as torchvision. With a TC
+    margin the dict gains ``"task_contrast"``.
     """
 
     def __init__(self, *args, options: HarmonicOptions, **kwargs) -> None:
@@ -59,7 +64,7 @@ class HarmonicSSD(HarmonicStatsMixin, SSD):
         losses, stats = harmonic_softmax_detection_loss(
             cls_logits.reshape(-1, num_classes)[selected], cls_targets_t.reshape(-1)[selected],
             torch.cat(deltas), torch.cat(target_deltas), torch.cat(pred_boxes), torch.cat(target_boxes),
-            box_loss="smooth_l1", smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma, tc_margin=o.tc_margin,
+            box_loss=o.box_loss or "smooth_l1", smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma, tc_margin=o.tc_margin,
             detach_factors=o.detach_factors, avg_factor=max(1, int(foreground.sum())), return_stats=True,
         )
         self._record_stats(stats)
