@@ -3,7 +3,7 @@
 from .base import DetectionDataset, ImageRecord, InvalidAnnotation, collate
 from .coco import CocoDetectionDataset
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
-from .fashion_mnist import find_fashion_mnist, load_split
+from .fashion_mnist import find_fashion_mnist, fingerprint, load_split, read_idx
 from .scenes import compose_scene, make_scenes
 from .transforms import build_transforms
 from .voc import VOC_CLASSES, VocDetectionDataset
@@ -20,6 +20,8 @@ __all__ = [
     "collate",
     "compose_scene",
     "find_fashion_mnist",
+    "fingerprint",
     "load_split",
     "make_scenes",
+    "read_idx",
 ]

@@ -5,8 +5,10 @@ A dataset holds one :class:`ImageRecord` per image. ``__getitem__`` returns
 ``tv_tensors.Image`` (float, 0-1) and ``{"boxes": BoundingBoxes (xyxy),
 "labels": int64 contiguous 1..K (0 is background), "image_id": int}``. Objects
 marked ignore (COCO crowd, VOC difficult) are not training targets but stay in
-:meth:`DetectionDataset.coco_ground_truth`, flagged ``iscrowd=1`` so the COCO
-evaluator neither rewards nor penalises detections on them.
+:meth:`DetectionDataset.coco_ground_truth`, flagged ``iscrowd=1``: pycocotools
+and faster-coco-eval derive their per-object ``ignore`` flag from ``iscrowd``
+(a separate ``"ignore"`` key is overwritten by pycocotools), so detections
+matched to these objects count neither as true nor as false positives.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ImageRecord:
     labels: List[int] = field(default_factory=list)  # contiguous, 1..K
     ignore: List[bool] = field(default_factory=list)  # crowd / difficult
     areas: List[float] = field(default_factory=list)  # for COCO's small/medium/large split
+    file_name: Optional[str] = None  # as the annotation file names it (default: ``path.name``)
 
 
 class InvalidAnnotation(ValueError):
@@ -40,7 +43,18 @@ class InvalidAnnotation(ValueError):
 
 
 class DetectionDataset(Dataset):
-    """Base class: subclasses parse their format into ``self.records`` through :meth:`_add_object`."""
+    """Base class: subclasses parse their format into ``self.records`` through :meth:`_add_object`.
+
+    Attributes:
+        classes: class names; label ``i + 1`` is ``classes[i]`` (0 is background).
+        label_to_category_id: contiguous label -> category id of :meth:`coco_ground_truth`.
+        num_skipped: annotations skipped (with a warning) under ``skip_invalid``.
+        records: one :class:`ImageRecord` per image, boxes in original pixels.
+
+    ``__getitem__`` applies ``transforms(image, target)`` to a uint8 ``tv_tensors.Image``
+    (:func:`harmonicdet.data.build_transforms` converts it to float 0-1); without
+    transforms the image is returned as float32 in 0-1.
+    """
 
     def __init__(self, classes: Sequence[str], category_ids: Sequence[int], *,
                  transforms: Optional[Callable] = None, skip_invalid: bool = False) -> None:
@@ -91,6 +105,8 @@ class DetectionDataset(Dataset):
                              f"says {record.width}x{record.height}")
         keep = [i for i, ignored in enumerate(record.ignore) if not ignored]
         image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+        if self.transforms is None:  # the transforms end in ToDtype(float32, scale=True); without them, do it here
+            image = tv_tensors.wrap(image.float().div_(255), like=image)
         boxes = torch.tensor([record.boxes[i] for i in keep], dtype=torch.float32).reshape(-1, 4)
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(record.height, record.width)),
@@ -105,7 +121,7 @@ class DetectionDataset(Dataset):
         """The dataset as a COCO ground-truth dict (original coordinates; ignored objects as ``iscrowd=1``)."""
         images, annotations = [], []
         for record in self.records:
-            images.append({"id": record.image_id, "file_name": record.path.name,
+            images.append({"id": record.image_id, "file_name": record.file_name or record.path.name,
                            "width": record.width, "height": record.height})
             for box, label, ignore, area in zip(record.boxes, record.labels, record.ignore, record.areas):
                 annotations.append({"id": len(annotations) + 1, "image_id": record.image_id,

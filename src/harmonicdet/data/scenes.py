@@ -1,15 +1,32 @@
 """The embedded default data: Fashion-MNIST items composed into occluded scenes, written as a COCO dataset.
 
-Each scene is a 128x128 RGB image on a smooth, randomly coloured, textured
-background with noise. It holds 2-6 Fashion-MNIST items, each scaled to 16-56 px
-and tinted a random colour, pasted in order through the item's own mask (its
-grey levels), so later items occlude earlier ones. A placement that would leave
-an earlier item with less than half of its pixels visible is rejected and
-re-drawn (up to 30 times, then the item is dropped). The box of an item is the
-tight box of its mask as placed (its full extent, occluded parts included: the
-occlusion bound keeps at least half of it visible); each annotation also records
-``visible_fraction``. Train scenes use Fashion-MNIST's train split, val scenes its
-test split; everything is a function of the seed.
+Each scene is a 128x128 RGB image on a smooth, randomly coloured background
+(bilinear upsampling of a random 4x4 colour grid) with a sinusoidal texture and
+pixel noise. It holds 2-6 Fashion-MNIST items: the number is drawn uniformly from
+2..6, each item is a random image of the split, scaled to a random square side of
+16-56 px and tinted a random colour (its grey levels kept as shading). Items are
+pasted in order, so later items occlude earlier ones, through the item's mask
+(grey level > ``MASK_THRESHOLD``; the mask's edge is feathered over one threshold
+width so it stays anti-aliased while everything inside the mask is opaque).
+
+Occlusion bound: a placement that would leave any earlier item with less than
+half of its mask pixels visible is rejected and re-drawn (up to
+``PLACEMENT_TRIES`` positions); an item that finds no placement is dropped, and a
+new item is drawn in its place (at most ``EXTRA_ITEMS`` times per scene, which in
+practice always reaches the drawn count). Each annotation records
+``visible_fraction`` (visible mask pixels / mask pixels, always >= 0.5) and the
+item's ``source_index`` in its Fashion-MNIST split.
+
+Boxes are amodal: the tight box of the item's whole mask as placed (its full
+extent, occluded parts included). The occlusion bound keeps every item at least
+half visible, so the whole extent stays identifiable, and the box does not shrink
+or jump when another item happens to cover an edge. ``area`` is the mask's pixel
+count (what COCO's small/medium/large split uses).
+
+Train scenes draw items from Fashion-MNIST's train split, val scenes from its test
+split (``info.fashion_mnist_split`` in each JSON says which). Everything is a
+function of the seed: each split uses ``numpy.random.default_rng([seed, k])``
+(k = 0 train, 1 val), so the train scenes do not depend on ``num_val`` and vice versa.
 """
 
 from __future__ import annotations
@@ -25,15 +42,18 @@ from PIL import Image
 
 from harmonicdet.io import write_json_atomic
 
-from .fashion_mnist import CLASSES, load_split
+from .fashion_mnist import CLASSES, find_fashion_mnist, fingerprint, load_split
 
 SIZE = 128
 ITEMS_PER_IMAGE = (2, 6)
 ITEM_SIZE = (16, 56)
 MASK_THRESHOLD = 0.1  # grey level (0-1) above which a pixel belongs to the item
-MAX_HIDDEN = 0.5
-_PLACEMENT_TRIES = 30
+MAX_HIDDEN = 0.5  # at most this fraction of an earlier item's mask may end up covered
+PLACEMENT_TRIES = 30
+EXTRA_ITEMS = 10
+FORMAT_VERSION = 2  # bump when the rendering changes, so stale outputs are not reused
 _SPLITS = {"train": "train", "val": "test"}  # scene split -> Fashion-MNIST split
+_GRID = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -41,7 +61,7 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     grid = rng.uniform(0.1, 0.9, size=(4, 4, 3)).astype(np.float32)
     coarse = Image.fromarray((grid * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BILINEAR)
     image = np.asarray(coarse, dtype=np.float32) / 255
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    yy, xx = _GRID
     angle, frequency, phase = rng.uniform(0, np.pi), rng.uniform(0.1, 0.5), rng.uniform(0, 2 * np.pi)
     texture = np.sin(frequency * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
     image += rng.uniform(0.02, 0.08) * texture[..., None]
@@ -49,48 +69,57 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-def _item(rng: np.random.Generator, pixels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """A scaled item: ``(alpha [s, s] in 0..1, tinted colour [s, s, 3])``."""
+def _item(rng: np.random.Generator, pixels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scaled, tinted item: ``(mask [s, s] bool, opacity [s, s] in 0..1, colour [s, s, 3])``."""
     side = int(rng.integers(ITEM_SIZE[0], ITEM_SIZE[1] + 1))
-    alpha = np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR), dtype=np.float32) / 255
+    grey = np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR), dtype=np.float32) / 255
     tint = rng.uniform(0, 1, size=3).astype(np.float32)
-    colour = tint * (0.35 + 0.65 * alpha[..., None])  # keeps the item's internal shading
-    return alpha, colour
+    colour = tint * (0.35 + 0.65 * grey[..., None])  # keeps the item's internal shading
+    opacity = np.clip((grey - MASK_THRESHOLD / 2) / MASK_THRESHOLD, 0, 1)  # 0.5 at the threshold, 1 from 1.5x
+    return grey > MASK_THRESHOLD, opacity, colour
 
 
 def compose_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, List[dict]]:
-    """One scene: ``(uint8 image [128, 128, 3], objects)``, objects with ``box`` (xyxy), ``label``, ``area``,
-    ``visible_fraction`` and the Fashion-MNIST ``source_index``."""
+    """One scene: ``(uint8 image [128, 128, 3], objects)``.
+
+    Each object is a dict with ``box`` (xyxy, integer pixel edges, the tight box of
+    the item's whole mask), ``label`` (Fashion-MNIST class 0-9), ``area`` (mask
+    pixels), ``visible_fraction`` and ``source_index`` (index into ``images``).
+    """
     canvas = _background(rng)
-    full: List[np.ndarray] = []  # each placed item's mask on the canvas
-    visible: List[np.ndarray] = []
+    wanted = int(rng.integers(ITEMS_PER_IMAGE[0], ITEMS_PER_IMAGE[1] + 1))
+    visible = np.zeros((ITEMS_PER_IMAGE[1], SIZE, SIZE), dtype=bool)  # visible mask of each placed item
+    full_counts = np.zeros(ITEMS_PER_IMAGE[1], dtype=np.int64)
     objects: List[dict] = []
-    for _ in range(int(rng.integers(ITEMS_PER_IMAGE[0], ITEMS_PER_IMAGE[1] + 1))):
+    for _draw in range(wanted + EXTRA_ITEMS):
+        if len(objects) == wanted:
+            break
         index = int(rng.integers(len(images)))
-        alpha, colour = _item(rng, images[index])
-        side = alpha.shape[0]
-        for _try in range(_PLACEMENT_TRIES):
+        mask, opacity, colour = _item(rng, images[index])
+        count = int(mask.sum())
+        if count == 0:
+            continue  # an (all but) empty image: nothing to annotate
+        side = mask.shape[0]
+        placed = len(objects)
+        need = (1 - MAX_HIDDEN) * full_counts[:placed]
+        for _try in range(PLACEMENT_TRIES):
             x, y = (int(v) for v in rng.integers(0, SIZE - side + 1, size=2))
-            mask = np.zeros((SIZE, SIZE), dtype=bool)
-            mask[y:y + side, x:x + side] = alpha > MASK_THRESHOLD
-            if not mask.any():
-                break
-            if all((v & ~mask).sum() >= (1 - MAX_HIDDEN) * f.sum() for v, f in zip(visible, full)):
+            window = visible[:placed, y:y + side, x:x + side]
+            remaining = visible[:placed].sum((1, 2)) - (window & mask).sum((1, 2))
+            if np.all(remaining >= need):
                 break
         else:
-            continue  # no placement keeps every earlier item half visible: drop this one
-        if not mask.any():
-            continue
-        a = alpha[..., None]
+            continue  # no placement keeps every earlier item half visible: drop this item
+        a = opacity[..., None]
         canvas[y:y + side, x:x + side] = canvas[y:y + side, x:x + side] * (1 - a) + colour * a
-        visible = [v & ~mask for v in visible]
-        full.append(mask)
-        visible.append(mask.copy())
+        visible[:placed, y:y + side, x:x + side] &= ~mask
+        visible[placed, y:y + side, x:x + side] = mask
+        full_counts[placed] = count
         ys, xs = np.nonzero(mask)
-        objects.append({"box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
-                        "label": int(labels[index]), "area": int(mask.sum()), "source_index": index})
-    for obj, v, f in zip(objects, visible, full):
-        obj["visible_fraction"] = round(float(v.sum() / f.sum()), 4)
+        objects.append({"box": [x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1],
+                        "label": int(labels[index]), "area": count, "source_index": index})
+    for k, obj in enumerate(objects):
+        obj["visible_fraction"] = round(float(visible[k].sum() / full_counts[k]), 4)
     return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8), objects
 
 
@@ -98,44 +127,68 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, compress_level=1)
 
 
-def _params(num_train: int, num_val: int, seed: int) -> Dict[str, Any]:
-    return {"generator": "harmonicdet.data.scenes", "version": 1, "seed": seed,
-            "num_train": num_train, "num_val": num_val}
-
-
-def make_scenes(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int = 300, seed: int = 0,
-                fashion_mnist: Optional[str | os.PathLike] = None, workers: int = 4) -> Dict[str, Path]:
-    """Write ``out_dir/{train,val}/*.png`` and ``out_dir/annotations/instances_{train,val}.json``.
-
-    An existing dataset made with the same parameters (recorded in each JSON's
-    ``info``) is reused as it is. Returns the paths of the image folders and
-    annotation files (keys ``train_images``, ``train_annotations``, ``val_...``).
-    """
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"scene counts must be non-negative, got train={num_train} val={num_val}")
-    out = Path(out_dir)
-    params = _params(num_train, num_val, seed)
+def _paths(out: Path) -> Dict[str, Path]:
     paths = {}
     for split in _SPLITS:
         paths[f"{split}_images"] = out / split
         paths[f"{split}_annotations"] = out / "annotations" / f"instances_{split}.json"
-    if all(_matches(paths[f"{s}_annotations"], params) for s in _SPLITS):
+    return paths
+
+
+def make_scenes(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int = 300, seed: int = 0,
+                fashion_mnist: Optional[str | os.PathLike] = None, workers: int = 4) -> Dict[str, Path]:
+    """Write the scenes as a COCO dataset and return its paths.
+
+    Writes ``out_dir/train/NNNNNN.png``, ``out_dir/val/NNNNNN.png`` (image ids from
+    1) and ``out_dir/annotations/instances_{train,val}.json``. Each JSON is written
+    atomically (temporary file, then rename) after its images, and records the
+    generator's parameters in ``info`` (``seed``, ``num_train``, ``num_val``, format
+    version, SHA-256 of the Fashion-MNIST files, which split the items came from).
+
+    Reuse: when both JSONs already exist with the same parameters and every image
+    they list exists, nothing is regenerated. Otherwise the dataset is rewritten in
+    place (PNGs of an earlier, larger run beyond the new counts are left alone; the
+    JSONs do not list them).
+
+    Args:
+        out_dir: output folder (created).
+        num_train, num_val: number of scenes per split.
+        seed: the only source of randomness.
+        fashion_mnist: folder of the four ``*-ubyte.gz`` files; default
+            ``$HARMONICDET_FASHION_MNIST``, then the standard locations
+            (see :func:`~harmonicdet.data.find_fashion_mnist`).
+        workers: threads encoding PNGs (composition itself is sequential and seeded).
+
+    Returns:
+        ``{"train_images", "train_annotations", "val_images", "val_annotations"}`` paths.
+    """
+    for name, value in (("num_train", num_train), ("num_val", num_val), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    out = Path(out_dir)
+    folder = find_fashion_mnist(fashion_mnist)
+    params = {"generator": "harmonicdet.data.scenes", "version": FORMAT_VERSION, "seed": int(seed),
+              "num_train": int(num_train), "num_val": int(num_val), "fashion_mnist_sha256": fingerprint(folder)}
+    paths = _paths(out)
+    if all(_reusable(paths[f"{s}_annotations"], paths[f"{s}_images"], params) for s in _SPLITS):
         return paths
     categories = [{"id": i + 1, "name": name, "supercategory": "fashion"} for i, name in enumerate(CLASSES)]
     for split_index, (split, source) in enumerate(_SPLITS.items()):
-        count = num_train if split == "train" else num_val
-        images, labels = load_split(source, fashion_mnist)
-        rng = np.random.default_rng([seed, split_index])
-        folder = paths[f"{split}_images"]
-        folder.mkdir(parents=True, exist_ok=True)
-        gt = {"info": dict(params, split=split, fashion_mnist_split=source), "images": [], "annotations": [],
-              "categories": categories}
-        with ThreadPoolExecutor(max_workers=workers) as pool:  # PNG encoding releases the GIL
+        count = int(num_train if split == "train" else num_val)
+        images, labels = load_split(source, folder)
+        rng = np.random.default_rng([int(seed), split_index])
+        image_dir = paths[f"{split}_images"]
+        image_dir.mkdir(parents=True, exist_ok=True)
+        gt: Dict[str, Any] = {"info": dict(params, split=split, fashion_mnist_split=source,
+                                           description="Fashion-MNIST items composed into occluded scenes; "
+                                           "boxes are the full (amodal) extent of each item"),
+                              "images": [], "annotations": [], "categories": categories}
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PNG encoding releases the GIL
             pending = []
             for image_id in range(1, count + 1):
                 pixels, objects = compose_scene(rng, images, labels)
                 name = f"{image_id:06d}.png"
-                pending.append(pool.submit(_write_png, folder / name, pixels))
+                pending.append(pool.submit(_write_png, image_dir / name, pixels))
                 gt["images"].append({"id": image_id, "file_name": name, "width": SIZE, "height": SIZE})
                 for obj in objects:
                     x1, y1, x2, y2 = obj["box"]
@@ -149,11 +202,14 @@ def make_scenes(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: i
     return paths
 
 
-def _matches(path: Path, params: Dict[str, Any]) -> bool:
-    if not path.is_file():
+def _reusable(ann_file: Path, image_dir: Path, params: Dict[str, Any]) -> bool:
+    if not ann_file.is_file():
         return False
     try:
-        info = json.loads(path.read_text()).get("info", {})
-    except (OSError, ValueError):
+        gt = json.loads(ann_file.read_text(encoding="utf-8"))
+        info = gt.get("info", {})
+        if any(info.get(k) != v for k, v in params.items()):
+            return False
+        return all((image_dir / image["file_name"]).is_file() for image in gt["images"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
-    return all(info.get(k) == v for k, v in params.items())

@@ -18,11 +18,16 @@ class VocDetectionDataset(DetectionDataset):
     """One split of a VOC-layout dataset.
 
     Labels are positions 1..K in ``classes``; ``label_to_category_id`` maps them to
-    the same numbers. Boxes keep VOC's 1-based pixel coordinates as written (as
-    torchvision's ``VOCDetection`` does). Difficult objects are not training
-    targets and are exported as ``iscrowd=1`` in :meth:`coco_ground_truth`, so COCO
-    evaluation ignores detections on them as the VOC protocol does. Errors name
-    the XML file and the object index.
+    the same numbers. VOC's ``bndbox`` values are 1-based inclusive pixel indices;
+    like detectron2 they become continuous coordinates ``[xmin - 1, ymin - 1, xmax,
+    ymax]`` (a box covering the whole image is ``[0, 0, W, H]``), so ``xmax == xmin`` is
+    a one-pixel-wide box and ``xmax < xmin`` an invalid one. Difficult objects are not
+    training targets and are exported as ``iscrowd=1`` in :meth:`coco_ground_truth`, so
+    COCO evaluation (pycocotools, faster-coco-eval) ignores detections matched to them,
+    as the VOC protocol does. Image ids are the 1-based line numbers of the split list.
+    Errors name the XML file and the object index (``000005.xml: object[2]: ...``);
+    ``skip_invalid`` skips bad objects (unknown class, missing or non-numeric or empty
+    ``bndbox``) with a warning, while a missing XML or image file or a bad ``size`` always raises.
 
     Args:
         root: the folder holding ``Annotations``, ``JPEGImages`` and ``ImageSets``.
@@ -50,14 +55,20 @@ class VocDetectionDataset(DetectionDataset):
             except ET.ParseError as err:
                 raise InvalidAnnotation(f"{xml_path}: not valid XML ({err})") from None
             node = tree.getroot()
-            file_name = node.findtext("filename") or f"{name}.jpg"
+            file_name = (node.findtext("filename") or "").strip() or f"{name}.jpg"
             width, height = node.findtext("size/width"), node.findtext("size/height")
             if width is None or height is None:
                 raise InvalidAnnotation(f"{xml_path}: missing size/width or size/height")
             path = self.root / "JPEGImages" / file_name
             if not path.is_file():
                 raise FileNotFoundError(f"{xml_path}: image file {path} does not exist")
-            record = ImageRecord(image_index + 1, path, int(float(width)), int(float(height)))
+            try:
+                width, height = int(float(width)), int(float(height))
+            except ValueError:
+                raise InvalidAnnotation(f"{xml_path}: size {width}x{height} is not numeric") from None
+            if width <= 0 or height <= 0:
+                raise InvalidAnnotation(f"{xml_path}: size {width}x{height} is not positive")
+            record = ImageRecord(image_index + 1, path, width, height, file_name=file_name)
             for i, obj in enumerate(node.findall("object")):
                 where = f"{xml_path.name}: object[{i}]"
                 class_name = obj.findtext("name")
@@ -70,10 +81,15 @@ class VocDetectionDataset(DetectionDataset):
                     self._reject(f"{where}: class {class_name!r} is not in the {len(self.classes)} classes")
                     continue
                 try:
-                    box = [float(v) for v in coords]
+                    xmin, ymin, xmax, ymax = (float(v) for v in coords)
                 except ValueError:
                     self._reject(f"{where}: bndbox {coords} is not numeric")
                     continue
+                if xmax < xmin or ymax < ymin:
+                    self._reject(f"{where}: bndbox (xmin, ymin, xmax, ymax) = {tuple(c.strip() for c in coords)} "
+                                 "has non-positive width or height")
+                    continue
                 difficult = (obj.findtext("difficult") or "0").strip() == "1"
-                self._add_object(record, where, box, label_of[class_name], ignore=difficult)
+                self._add_object(record, where, [xmin - 1, ymin - 1, xmax, ymax], label_of[class_name],
+                                 ignore=difficult)
             self.records.append(record)
