@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from harmonicdet.io import write_json_atomic
+
+
+def _file_part(label: str) -> str:
+    """``label`` made safe as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "dt"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -17,18 +23,19 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(args.dt)} --dt files but {len(labels)} --label values")
     if args.candidates and len(args.candidates) != len(args.dt):
         raise ValueError(f"give one --candidates file per --dt ({len(args.dt)}), got {len(args.candidates)}")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"labels must be distinct, got {labels}")
+    if len(set(labels)) != len(labels) or len({_file_part(x) for x in labels}) != len(labels):
+        raise ValueError(f"labels must be distinct (also as file names), got {labels}")
     truth = GroundTruth(args.gt)
     reports = {}
     for i, (label, dt) in enumerate(zip(labels, args.dt)):
         reports[label] = consistency_report(
             truth, dt, candidates=args.candidates[i] if args.candidates else None, score_hi=args.score_hi,
-            score_lo=args.score_lo, iou_floor=args.iou_floor, num_bins=args.bins)
+            score_lo=args.score_lo, iou_floor=args.iou_floor, num_bins=args.bins, iou_low=args.iou_low,
+            iou_high=args.iou_high)
     out = Path(args.out)
     write_json_atomic(reports, out / "consistency.json")
     for label, report in reports.items():
-        plot_consistency(report, out / f"consistency_{label}.png", label)
+        plot_consistency(report, out / f"consistency_{_file_part(label)}.png", label)
     if len(reports) > 1:
         plot_consistency_comparison(list(reports.values()), labels, out)
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
@@ -48,7 +55,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("consistency", help="score-IoU consistency of COCO detection results",
                               description="Pair every detection's score with its IoU to the best-matching "
                               "object and report correlations, inconsistency rates, calibration and (with "
-                              "pre-NMS candidates) the NMS ranking loss.")
+                              "pre-NMS candidates) the NMS ranking loss. Writes consistency.json (one report per --dt, keyed "
+                              "by label), consistency_LABEL.png per --dt and, with two or more, "
+                              "consistency_comparison.png into --out; prints a summary table.")
     p.add_argument("--gt", required=True, help="COCO ground-truth JSON (instances file)")
     p.add_argument("--dt", required=True, action="append", help="COCO results JSON (repeat to compare)")
     p.add_argument("--label", action="append", help="a name per --dt (default: file stem)")
@@ -56,6 +65,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="consistency", help="output folder (default: consistency)")
     p.add_argument("--score-hi", type=float, default=0.5, help="high-score threshold (default 0.5)")
     p.add_argument("--score-lo", type=float, default=0.2, help="low-score threshold (default 0.2)")
+    p.add_argument("--iou-low", type=float, default=0.5, help="IoU below which a box is badly localised (0.5)")
+    p.add_argument("--iou-high", type=float, default=0.75, help="IoU from which a box is well localised (0.75)")
     p.add_argument("--iou-floor", type=float, default=0.1, help="IoU above which a detection overlaps an object")
     p.add_argument("--bins", type=int, default=10, help="score bins of the calibration curve")
     p.set_defaults(func=_run)

@@ -13,11 +13,13 @@ from .figures import new_figure, save_figure
 def _histogram(ax, report: Mapping[str, Any], label: str) -> None:
     hist = report["histogram"]
     counts = np.asarray(hist["counts"], dtype=float).T  # rows: IoU
-    ax.imshow(np.log1p(counts), origin="lower", aspect="auto", cmap="viridis",
+    image = ax.imshow(np.log1p(counts), origin="lower", aspect="auto", cmap="viridis",
               extent=[hist["score_edges"][0], hist["score_edges"][-1], hist["iou_edges"][0], hist["iou_edges"][-1]])
+    ax.figure.colorbar(image, ax=ax, label="log(1 + detections)")
     overall = report["overall"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    ax.set_title(f"{label}: Spearman {fmt(overall['spearman'])}, Pearson {fmt(overall['pearson'])}", fontsize=9)
+    ax.set_title(f"{label}: Spearman {fmt(overall['spearman'])}, Pearson {fmt(overall['pearson'])} "
+                 f"(n={overall['count']})", fontsize=9)
     ax.set_xlabel("classification score")
     ax.set_ylabel("IoU with the best-matching object")
 
@@ -40,11 +42,13 @@ def _calibration(ax, reports: Sequence[Mapping[str, Any]], labels: Sequence[str]
 
 def plot_consistency(report: Mapping[str, Any], out_path: Path, label: str = "detections") -> Path:
     """One report: score x IoU histogram (log counts) beside its calibration curve."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     fig = new_figure(10, 4.2)
     left, right = fig.subplots(1, 2)
     _histogram(left, report, label)
     _calibration(right, [report], [label])
-    return save_figure(fig, Path(out_path))
+    return save_figure(fig, out_path)
 
 
 def plot_consistency_comparison(reports: Sequence[Mapping[str, Any]], labels: Sequence[str],
