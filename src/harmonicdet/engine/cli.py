@@ -1,4 +1,4 @@
-"""``harmonicdet train``, ``harmonicdet eval`` and ``harmonicdet demo``."""
+"""``harmonicdet train``, ``eval``, ``demo`` and ``study``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from harmonicdet.analysis.study_report import markdown_table
+    from harmonicdet.engine.study import run_study
+
+    summary = run_study(args.study, only=args.only, report_only=args.report_only, show_progress=not args.quiet)
+    print(markdown_table(summary))
+    return 0
+
+
 def add_parser(subparsers) -> None:
     overrides = dict(action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field, e.g. --set train.lr=0.02 (repeatable)")
@@ -68,3 +77,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=300)
     p.set_defaults(func=_demo)
+
+    p = subparsers.add_parser("study", help="run a resumable grid of training runs and summarise them",
+                              description="Train and evaluate every run of a study file (skipping finished runs, "
+                              "resuming interrupted ones), then write summary.json, summary.md and plots.")
+    p.add_argument("study", help="study YAML (e.g. configs/studies/scenes.yaml)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs (names or prefixes, e.g. fcos-)")
+    p.add_argument("--report-only", action="store_true", help="train nothing; summarise the finished runs")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_study)

@@ -26,7 +26,7 @@ from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.data import make_scenes
 from harmonicdet.engine.builders import build_datasets, build_model, collate
 from harmonicdet.engine.config import Config, load_config
-from harmonicdet.io import write_json_atomic
+from harmonicdet.io import write_json_atomic, write_text_atomic
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
 
@@ -144,7 +144,7 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
                "total_s": time.perf_counter() - started, "plots": [str(p) for p in plots],
                "results": {p: str(d / "results.json") for p, d in runs}}
     write_json_atomic(summary, out / "summary.json")
-    (out / "summary.md").write_text(table + "\n")
+    write_text_atomic(table + "\n", out / "summary.md")
     print(table)
     _say(f"[demo] done in {summary['total_s'] / 60:.1f} min; results in {out}")
     return summary

@@ -1,0 +1,212 @@
+"""``harmonicdet study STUDY.yaml``: a resumable grid of training runs, evaluated and summarised.
+
+A study file names the architectures (each a run config plus overrides), the
+overrides every run shares (data, iteration budget) and a list of run groups;
+each group expands to one run per (arch, seed)::
+
+    name: scenes
+    output_dir: runs/study_scenes        # one folder per run, under runs/
+    report_dir: docs/results/scenes      # summary.json, summary.md, plots/
+    baseline: standard                   # the variant every other one is compared with
+    bootstrap: {samples: 500, seed: 0}
+    set: ["train.max_iters=600"]          # overrides of every run (``--set`` syntax)
+    archs:
+      fcos: {config: scenes_fcos_r18.yaml, set: ["model.options={fpn_channels: 64}"]}
+    runs:
+      - {variant: standard, arch: [fcos], seeds: [0, 1, 2]}
+      - {variant: harmonic_iou_g0, loss: harmonic_iou, arch: [fcos], seeds: [0],
+         set: ["model.loss_options={gamma: 0}"]}
+
+``config`` is a path relative to the study file or the name of a shipped config;
+``loss`` defaults to the variant's name. A run's folder is
+``output_dir/runs/<arch>-<variant>-s<seed>`` and its seed is the config's ``seed``
+(weights and data order); the data are the same for every run.
+
+Resuming: a run whose ``eval.json`` exists is skipped; one with ``model_final.pt`` is
+only evaluated; one with ``last.pt`` continues from it (``--resume``); the rest
+start from scratch. A run folder whose ``config.yaml`` differs from what the study
+now asks for is an error that names the run, so results never mix settings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from harmonicdet.engine.checkpoint import LAST
+from harmonicdet.engine.config import Config, dump_config, load_config
+from harmonicdet.engine.demo import shipped_config
+from harmonicdet.engine.run_eval import evaluate_run
+from harmonicdet.engine.train import train
+from harmonicdet.io import write_json_atomic
+
+_STUDY_FIELDS = {"name", "output_dir", "report_dir", "baseline", "bootstrap", "set", "archs", "runs"}
+_ARCH_FIELDS = {"config", "set"}
+_RUN_FIELDS = {"variant", "loss", "arch", "seeds", "set"}
+
+
+@dataclass
+class StudyRun:
+    """One training run of a study: ``name`` is ``<arch>-<variant>-s<seed>``."""
+
+    arch: str
+    variant: str
+    seed: int
+    config: Config
+    directory: Path
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"{self.arch}-{self.variant}-s{self.seed}"
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    output_dir: Path
+    report_dir: Path
+    baseline: str
+    bootstrap: Dict[str, int]
+    runs: List[StudyRun]
+
+
+def _as_list(value: Any, where: str, kind: type) -> list:
+    values = value if isinstance(value, list) else [value]
+    for index, item in enumerate(values):
+        if not isinstance(item, kind) or isinstance(item, bool):
+            raise ValueError(f"{where}[{index}]: expected {kind.__name__}, got {item!r}")
+    return values
+
+
+def _check_fields(mapping: Any, allowed: set, where: str) -> Dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)} (valid: {', '.join(sorted(allowed))})")
+    return mapping
+
+
+def _config_path(name: str, study_dir: Path) -> Path:
+    local = study_dir / name
+    return local if local.is_file() else shipped_config(name)
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and expand a study file; every run's config is resolved (and validated) here."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    spec = _check_fields(raw, _STUDY_FIELDS, str(path))
+    for required in ("archs", "runs", "output_dir"):
+        if required not in spec:
+            raise ValueError(f"{path}: missing field {required!r}")
+    output_dir = Path(spec["output_dir"])
+    common = _as_list(spec.get("set", []), f"{path}: set", str)
+    archs = _check_fields(spec["archs"], set(spec["archs"]), f"{path}: archs")
+    runs: List[StudyRun] = []
+    for index, group in enumerate(_as_list(spec["runs"], f"{path}: runs", dict)):
+        where = f"{path}: runs[{index}]"
+        group = _check_fields(group, _RUN_FIELDS, where)
+        if "variant" not in group or "arch" not in group:
+            raise ValueError(f"{where}: needs 'variant' and 'arch'")
+        variant = str(group["variant"])
+        for arch in _as_list(group["arch"], f"{where}.arch", str):
+            if arch not in archs:
+                raise ValueError(f"{where}: arch {arch!r} is not among archs {sorted(archs)}")
+            arch_spec = _check_fields(archs[arch], _ARCH_FIELDS, f"{path}: archs.{arch}")
+            if "config" not in arch_spec:
+                raise ValueError(f"{path}: archs.{arch}: missing field 'config'")
+            for seed in _as_list(group.get("seeds", [0]), f"{where}.seeds", int):
+                directory = output_dir / "runs" / f"{arch}-{variant}-s{seed}"
+                overrides = (common + _as_list(arch_spec.get("set", []), f"{path}: archs.{arch}.set", str)
+                             + _as_list(group.get("set", []), f"{where}.set", str)
+                             + [f"model.loss={group.get('loss', variant)}", f"seed={seed}",
+                                f"output_dir={directory}"])
+                try:
+                    config = load_config(_config_path(arch_spec["config"], path.parent), overrides)
+                except ValueError as err:
+                    raise ValueError(f"{where} ({arch}, seed {seed}): {err}") from None
+                runs.append(StudyRun(arch, variant, seed, config, directory))
+    names = [run.name for run in runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: runs {duplicates} are listed more than once")
+    bootstrap = {"samples": 500, "seed": 0, **_check_fields(spec.get("bootstrap", {}), {"samples", "seed"},
+                                                              f"{path}: bootstrap")}
+    return Study(name=str(spec.get("name", path.stem)), path=path, output_dir=output_dir,
+                 report_dir=Path(spec.get("report_dir", output_dir)), baseline=str(spec.get("baseline", "standard")),
+                 bootstrap=bootstrap, runs=runs)
+
+
+def run_state(run: StudyRun) -> str:
+    """``done`` (evaluated), ``trained`` (needs evaluation), ``interrupted`` (resumable) or ``new``."""
+    saved = run.directory / "config.yaml"
+    if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(run.config):
+        raise ValueError(f"run {run.name}: {saved} was written with other settings than the study now asks for; "
+                         f"remove {run.directory} to rerun it, or restore the study file")
+    if (run.directory / "eval.json").is_file():
+        return "done"
+    if (run.directory / "model_final.pt").is_file():
+        return "trained"
+    if (run.directory / LAST).is_file():
+        return "interrupted"
+    return "new"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def execute_run(run: StudyRun, *, show_progress: bool = True) -> str:
+    """Bring one run to ``done``; returns the state it started from."""
+    state = run_state(run)
+    if state in ("new", "interrupted"):
+        if state == "new" and run.directory.exists():
+            (run.directory / "metrics.jsonl").unlink(missing_ok=True)  # a start that died before its first checkpoint
+        started = time.perf_counter()
+        train(run.config, resume=state == "interrupted", show_progress=show_progress)
+        timing_path = run.directory / "study_timing.json"
+        previous = json.loads(timing_path.read_text())["train_s"] if state == "interrupted" and \
+            timing_path.is_file() else 0.0
+        write_json_atomic({"train_s": previous + time.perf_counter() - started}, timing_path)
+    if state != "done":
+        evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
+    return state
+
+
+def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_only: bool = False,
+              show_progress: bool = True) -> Dict[str, Any]:
+    """Run (or resume) every run of the study at ``path``, then write its report; returns the summary.
+
+    Args:
+        only: run names or name prefixes to run now (e.g. ``fcos-``); the report covers every
+            finished run.
+        report_only: train nothing; summarise the finished runs.
+    """
+    from harmonicdet.analysis.study_report import write_report
+
+    study = load_study(path)
+    selected = [run for run in study.runs
+                if not only or any(run.name == o or run.name.startswith(o) for o in only)]
+    if only and not selected:
+        raise ValueError(f"--only {list(only)} matches none of the runs: {[r.name for r in study.runs]}")
+    if not report_only:
+        for index, run in enumerate(selected, start=1):
+            state = run_state(run)
+            action = {"done": "finished, skipped", "trained": "evaluating", "interrupted": "resuming",
+                      "new": "training"}[state]
+            _say(f"[study] {index}/{len(selected)} {run.name}: {action}")
+            execute_run(run, show_progress=show_progress)
+    summary = write_report(study)
+    _say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
+    return summary

@@ -1,0 +1,141 @@
+"""``harmonicdet study``: expansion, end-to-end tiny study, skipping finished runs, resuming an interrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harmonicdet.engine import study as study_module
+from harmonicdet.engine.builders import scenes_paths
+from harmonicdet.engine.study import load_study, run_state, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from harmonicdet.data import make_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    make_scenes(out, num_train=16, num_val=8, seed=0)
+    return out
+
+
+def write_study(tmp_path: Path, scenes: Path, runs, *, max_iters: int = 2, **extra) -> Path:
+    config = {
+        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 128, "options": {"fpn_channels": 64}},
+        "data": {"train": scenes_paths(scenes, "train"), "val": scenes_paths(scenes, "val")},
+        "train": {"batch_size": 4, "warmup_iters": 0, "log_every": 1, "device": "cpu"},
+        "eval": {"batch_size": 8},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    spec = {"name": "tiny", "output_dir": str(tmp_path / "out"), "report_dir": str(tmp_path / "report"),
+            "bootstrap": {"samples": 20, "seed": 0}, "set": [f"train.max_iters={max_iters}"],
+            "archs": {"fcos": {"config": "tiny.yaml"}}, "runs": runs, **extra}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_study_expands_groups_and_names_bad_fields(tmp_path, scenes):
+    path = write_study(tmp_path, scenes, [
+        {"variant": "standard", "arch": "fcos", "seeds": [0, 1]},
+        {"variant": "harmonic_iou_g0", "loss": "harmonic_iou", "arch": ["fcos"], "set": ["model.loss_options={gamma: 0}"]},
+    ])
+    study = load_study(path)
+    assert [r.name for r in study.runs] == ["fcos-standard-s0", "fcos-standard-s1", "fcos-harmonic_iou_g0-s0"]
+    run = study.runs[2]
+    assert run.config["model"]["loss"] == "harmonic_iou" and run.config["model"]["loss_options"] == {"gamma": 0}
+    assert run.config["seed"] == 0 and run.config["train"]["max_iters"] == 2
+    assert study.runs[1].config["seed"] == 1 and study.runs[1].directory == tmp_path / "out" / "runs" / "fcos-standard-s1"
+
+    for runs, message in [
+        ([{"variant": "standard", "arch": "retinanet"}], r"runs\[0\]: arch 'retinanet' is not among archs"),
+        ([{"variant": "standard", "arch": "fcos", "sedes": [0]}], r"runs\[0\]: unknown field\(s\) \['sedes'\]"),
+        ([{"variant": "standard", "arch": "fcos", "set": ["train.lrr=1"]}], r"runs\[0\] \(fcos, seed 0\).*'lrr'"),
+        ([{"variant": "standard", "arch": "fcos"}, {"variant": "standard", "arch": "fcos"}], "more than once"),
+        ([{"arch": "fcos"}], "needs 'variant' and 'arch'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_study(write_study(tmp_path, scenes, runs))
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, monkeypatch, capsys):
+    path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"},
+                                          {"variant": "harmonicdet", "arch": "fcos"}])
+    summary = run_study(path, show_progress=False)
+
+    on_disk = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert set(on_disk) == {"study", "baseline", "bootstrap", "runs", "groups", "plots"}
+    runs = {r["name"]: r for r in on_disk["runs"]}
+    assert set(runs) == {"fcos-standard-s0", "fcos-harmonicdet-s0"}
+    for name, record in runs.items():
+        evaluated = json.loads((tmp_path / "out" / "runs" / name / "eval.json").read_text())
+        assert record["metrics"] == evaluated["metrics"]
+        assert record["iterations"] == 2 and record["train_s"] > 0
+    assert "beta_c" in runs["fcos-harmonicdet-s0"]["late_stats"]
+    groups = {g["variant"]: g for g in on_disk["groups"]}
+    assert groups["standard"]["delta"] is None and groups["standard"]["bootstrap"] is None
+    delta = groups["harmonicdet"]["delta"]["AP"]
+    expected = runs["fcos-harmonicdet-s0"]["metrics"]["AP"] - runs["fcos-standard-s0"]["metrics"]["AP"]
+    assert delta["mean"] == pytest.approx(expected) and delta["std"] is None and delta["seeds"] == [0]
+    # the bootstrap's full-set difference is pycocotools' AP difference (faster-coco-eval gives the same AP)
+    assert groups["harmonicdet"]["bootstrap"]["AP"]["delta"] == pytest.approx(expected, abs=1e-9)
+    assert set(groups["harmonicdet"]["bootstrap"]) == {"AP", "AP50", "AP75"}
+    assert all(Path(p).is_file() for p in on_disk["plots"]) and len(on_disk["plots"]) == 3
+    assert "| fcos | harmonicdet | 1 |" in (tmp_path / "report" / "summary.md").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained or evaluated again")
+
+    monkeypatch.setattr(study_module, "train", refuse)
+    monkeypatch.setattr(study_module, "evaluate_run", refuse)
+    capsys.readouterr()
+    again = run_study(path, show_progress=False)
+    assert capsys.readouterr().err.count("finished, skipped") == 2
+    assert again["runs"] == summary["runs"]
+
+
+def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes):
+    path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}])
+    run = load_study(path).runs[0]
+    run.directory.mkdir(parents=True)
+    (run.directory / "config.yaml").write_text("seed: 5\n")
+    with pytest.raises(ValueError, match="run fcos-standard-s0: .*other settings"):
+        run_state(run)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_instead_of_restarting(tmp_path, scenes):
+    path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}], max_iters=8,
+                       set=["train.max_iters=8", "train.checkpoint_every=2"])
+    run_dir = tmp_path / "out" / "runs" / "fcos-standard-s0"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    process = subprocess.Popen([sys.executable, "-m", "harmonicdet", "study", str(path), "--quiet"], env=env)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (run_dir / "last.pt").exists() and not (run_dir / "model_final.pt").exists()
+    before = (run_dir / "metrics.jsonl").read_text().splitlines()
+    run = load_study(path).runs[0]
+    assert run_state(run) == "interrupted"
+
+    completed = subprocess.run([sys.executable, "-m", "harmonicdet", "study", str(path), "--quiet"], env=env,
+                               capture_output=True, text=True, check=True)
+    assert "1/1 fcos-standard-s0: resuming" in completed.stderr
+    after = (run_dir / "metrics.jsonl").read_text().splitlines()
+    iterations = [json.loads(line)["iteration"] for line in after]
+    assert iterations == list(range(1, 9))
+    kept = [line for line in before if json.loads(line)["iteration"] <= 2]
+    assert after[:len(kept)] == kept  # the records before the checkpoint are the first process's, not rewritten
+    assert run_state(run) == "done"
