@@ -412,6 +412,37 @@ def test_sigmoid_objective_equals_its_definition_in_both_beta_c_modes():
         harmonic_sigmoid_detection_loss(logits, targets, pred_boxes=pb, target_boxes=tb, beta_c_mode="p")
 
 
+@pytest.mark.parametrize("c", [1.0, 2.0, 0.5])
+def test_positive_weight_gives_constant_factors(c):
+    """``positive_weight=c``: Eq. S-1 with beta_c = beta_r = c - 1, i.e. the positives' terms times c."""
+    logits, labels, deltas, targets, pb, tb = _softmax_case()
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    pos = labels > 0
+    loc = F.smooth_l1_loss(deltas, targets, beta=1 / 9, reduction="none").sum(1)
+    out, stats = harmonic_softmax_detection_loss(logits, labels, deltas, targets, alpha=0.0, positive_weight=c,
+                                                 return_stats=True)
+    torch.testing.assert_close(out["loss_cls"], (ce[~pos].sum() + c * ce[pos].sum()) / 6, rtol=1e-14, atol=0)
+    torch.testing.assert_close(out["loss_loc"], c * loc.sum() / 6, rtol=1e-14, atol=0)
+    torch.testing.assert_close(stats["beta_c"], torch.exp(-ce[pos]).mean())  # still the would-be factors
+    g = torch.Generator().manual_seed(2)
+    sig_logits = torch.randn(5, 3, generator=g, dtype=DT)
+    sig_targets = torch.zeros(5, 3, dtype=DT)
+    sig_targets[1, 2] = sig_targets[3, 0] = 1
+    focal = sigmoid_focal_loss(sig_logits, sig_targets, reduction="none").sum(1)
+    spos = sig_targets.amax(1) > 0
+    giou = generalized_box_iou_loss(pb[:2], tb[:2])
+    out = harmonic_sigmoid_detection_loss(sig_logits, sig_targets, pred_boxes=pb[:2], target_boxes=tb[:2],
+                                          box_loss="giou", alpha=0.0, positive_weight=c)
+    torch.testing.assert_close(out["loss_cls"], (focal[~spos].sum() + c * focal[spos].sum()) / 2)
+    torch.testing.assert_close(out["loss_loc"], c * giou.sum() / 2)
+    if c == 1.0:  # exactly the plain losses
+        plain = (sigmoid_focal_loss(sig_logits, sig_targets, reduction="sum") / 2, giou.sum() / 2)
+        torch.testing.assert_close((out["loss_cls"], out["loss_loc"]), plain)
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="positive_weight"):
+            harmonic_softmax_detection_loss(logits, labels, deltas, targets, alpha=0.0, positive_weight=bad)
+
+
 def test_localization_loss_terms_and_errors():
     deltas = torch.tensor([[0.5, -0.05, 0.0, 2.0]], dtype=DT)
     zeros = torch.zeros_like(deltas)
@@ -432,6 +463,13 @@ def test_localization_loss_terms_and_errors():
 
 
 # ---- mmdetection-style modules -----------------------------------------------------------------
+
+
+def test_quality_focal_loss_is_exported():
+    from harmonicdet import losses
+
+    assert {"quality_focal_loss", "QualityFocalLoss", "check_qfl_beta"} <= set(losses.__all__)
+    assert all(hasattr(losses, name) for name in losses.__all__)
 
 
 def test_modules_follow_mmdetection_signature():

@@ -26,6 +26,9 @@ from harmonicdet.models import (
     HarmonicRetinaNetHead,
     HarmonicRoIHeads,
     HarmonicSSD,
+    QFLFCOSHead,
+    QFLRetinaNetHead,
+    StandardFCOSHead,
     build_detector,
     fpn_backbone,
     loss_stats,
@@ -35,6 +38,8 @@ from harmonicdet.models import (
 NUM_CLASSES = 5
 ARCHS = ["fcos", "retinanet", "faster_rcnn", "mask_rcnn", "ssd"]
 HARMONIC = ["harmonic", "harmonic_iou", "harmonicdet"]
+CORE = ["standard"] + HARMONIC  # the paper's ablation presets (PRESETS also holds the posweight control and qfl)
+LEVEL_KEYS = {f"pos_p{level}" for level in range(3, 8)}  # FCOS heads' per-level positive counts
 CLASS_TYPES = {"fcos": FCOS, "retinanet": RetinaNet, "faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN, "ssd": SSD}
 KEYS = {  # the loss-dict keys of (classification, box regression, task contrast) per family
     "rcnn": ("loss_classifier", "loss_box_reg", "loss_task_contrast"),
@@ -133,14 +138,21 @@ def test_standard_is_an_unmodified_torchvision_model_bit_for_bit(arch):
         model = small_model(arch)
         reference = torchvision_reference(model, arch)
     assert type(model) is CLASS_TYPES[arch]
-    head_type = {"fcos": FCOSHead, "retinanet": RetinaNetHead, "faster_rcnn": RoIHeads, "mask_rcnn": RoIHeads}
-    if arch in head_type:  # torchvision's own head classes, not subclasses
+    # torchvision's own head classes; FCOS's is a subclass that calls FCOSHead's forward and compute_loss
+    # unchanged and only records the per-level positive counts (the equalities below check it)
+    head_type = {"fcos": StandardFCOSHead, "retinanet": RetinaNetHead, "faster_rcnn": RoIHeads, "mask_rcnn": RoIHeads}
+    if arch in head_type:
         assert type(model.roi_heads if "rcnn" in arch else model.head) is head_type[arch]
+    assert loss_stats(model) == {}
     ours, theirs = train_losses(model, arch), train_losses(reference, arch)
     assert list(ours) == list(theirs)
     for key in ours:
         assert torch.equal(ours[key], theirs[key]), key
-    assert loss_stats(model) == {}
+    stats = loss_stats(model)
+    if arch == "fcos":  # objects of ~50 px: all on P3 with torchvision's scale ranges
+        assert set(stats) == LEVEL_KEYS and stats["pos_p3"] > 0 and sum(stats.values()) == stats["pos_p3"]
+    else:
+        assert stats == {}
     with torch.no_grad():
         images, _ = batch(arch)
         few_detections(model, reference)
@@ -242,7 +254,7 @@ def head_losses(arch, loss, cls_logits, regression, *, boxes=GT, matched=None):
     return {rename.get(k, k): v for k, v in out.items()}
 
 
-@pytest.mark.parametrize("loss", PRESETS)
+@pytest.mark.parametrize("loss", CORE)
 @pytest.mark.parametrize("arch", HEAD_ARCHS)
 def test_positive_classification_gradient_depends_on_its_box_only_when_harmonic(arch, loss):
     grads = []
@@ -259,7 +271,7 @@ def test_positive_classification_gradient_depends_on_its_box_only_when_harmonic(
         assert grads[1][LABEL].abs() < grads[0][LABEL].abs()
 
 
-@pytest.mark.parametrize("loss", PRESETS)
+@pytest.mark.parametrize("loss", CORE)
 @pytest.mark.parametrize("arch", HEAD_ARCHS)
 def test_positive_box_gradient_depends_on_its_score_only_when_harmonic(arch, loss):
     grads = []
@@ -310,7 +322,7 @@ def test_hiou_uses_the_box_decoded_by_the_models_own_coder(arch):
     assert set(with_tc) == set(exact) | {"tc"} and torch.isfinite(with_tc["tc"])
 
 
-@pytest.mark.parametrize("loss", PRESETS)
+@pytest.mark.parametrize("loss", CORE + ["standard_posweight"])
 @pytest.mark.parametrize("arch", HEAD_ARCHS)
 def test_head_losses_finite_without_positives_and_for_sliver_boxes(arch, loss):
     cases = [  # (boxes, matched): no ground truth at all; a ground truth no anchor matched; a 0.001 px sliver
@@ -352,7 +364,8 @@ def test_harmonic_training_step(arch, loss):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     optimizer.step()
     stats = loss_stats(model)
-    assert set(stats) == {"beta_c", "beta_r"} and all(0 < v <= 1 for v in stats.values())
+    assert set(stats) == {"beta_c", "beta_r"} | (LEVEL_KEYS if arch == "fcos" else set())
+    assert all(0 < stats[k] <= 1 for k in ("beta_c", "beta_r"))
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -394,7 +407,7 @@ def test_fcos_batch_with_ground_truth_but_no_positive_location():
                {"boxes": torch.tensor([[9.0, 41.0, 15.0, 47.0]]), "labels": torch.tensor([2])}]
     losses = model(images, targets)
     assert all(torch.isfinite(v) for v in losses.values()) and losses["bbox_regression"] == 0
-    assert loss_stats(model) == {"beta_c": 0.0, "beta_r": 0.0}
+    assert loss_stats(model) == {"beta_c": 0.0, "beta_r": 0.0, **{k: 0.0 for k in LEVEL_KEYS}}
     sum(losses.values()).backward()
 
 
@@ -484,6 +497,43 @@ def test_options_and_errors():
         build_detector("fcos", 5, fpn_channels=48)
     with pytest.raises(ValueError, match="num_classes"):
         build_detector("fcos", 1)
+    # the control and the QFL baseline
+    assert small_model("ssd", "standard_posweight").options.positive_weight == 1.9
+    assert small_model("faster_rcnn", "standard_posweight", positive_weight=3).roi_heads.options.positive_weight == 3
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="positive_weight"):
+            build_detector("retinanet", 5, loss="standard_posweight", positive_weight=bad)
+    with pytest.raises(ValueError, match="positive_weight"):
+        build_detector("retinanet", 5, loss="harmonic", positive_weight=2.0)
+    with pytest.raises(ValueError, match="detach_factors"):
+        build_detector("retinanet", 5, loss="standard_posweight", detach_factors=True)
+    with pytest.raises(ValueError, match="positive_weight"):
+        build_detector("retinanet", 5, positive_weight=2.0)
+    for arch in ("faster_rcnn", "mask_rcnn", "ssd"):
+        with pytest.raises(ValueError, match="qfl"):
+            build_detector(arch, 5, loss="qfl")
+    with pytest.raises(ValueError, match=r"unknown loss option\(s\) \['alpha'\]"):
+        build_detector("fcos", 5, loss="qfl", alpha=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        build_detector("fcos", 5, loss="qfl", qfl_beta=-1.0)
+    assert build_detector("retinanet", 5, loss="qfl", qfl_beta=1.5).head.options.qfl_beta == 1.5
+    # FCOS scale-range options
+    model = build_detector("fcos", 5, fcos_anchor_sizes=[2, 4, 8, 16, 32.5], center_sampling_radius=6)
+    assert model.anchor_generator.sizes == ((2,), (4,), (8,), (16,), (32.5,)) and model.center_sampling_radius == 6.0
+    default = build_detector("fcos", 5, loss="harmonic")
+    assert default.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,)) and default.center_sampling_radius == 1.5
+    for bad in ((2, 4, 8, 16), (2, 4, 8, 16, 32, 64), (2, 4, 4, 16, 32), (4, 2, 8, 16, 32), (0, 4, 8, 16, 32),
+                (-2, 4, 8, 16, 32), (2, 4, 8, 16, float("inf")), "2,4,8,16,32", 8):
+        with pytest.raises(ValueError, match="fcos_anchor_sizes"):
+            build_detector("fcos", 5, fcos_anchor_sizes=bad)
+    for bad in (0, -1.5, float("nan"), "6"):
+        with pytest.raises(ValueError, match="center_sampling_radius"):
+            build_detector("fcos", 5, center_sampling_radius=bad)
+    for arch in ("retinanet", "ssd", "faster_rcnn"):
+        with pytest.raises(ValueError, match="'fcos'"):
+            build_detector(arch, 5, fcos_anchor_sizes=(2, 4, 8, 16, 32))
+        with pytest.raises(ValueError, match="'fcos'"):
+            build_detector(arch, 5, center_sampling_radius=2.0)
 
 
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "l1", "giou", "none"])
@@ -578,5 +628,105 @@ def test_pre_nms_candidates_for_every_family_and_a_wrapper():
 
 def test_harmonic_classes_are_the_torchvision_classes():
     assert issubclass(HarmonicFCOSHead, FCOSHead) and issubclass(HarmonicRetinaNetHead, RetinaNetHead)
+    assert issubclass(StandardFCOSHead, FCOSHead) and issubclass(QFLFCOSHead, FCOSHead)
+    assert issubclass(QFLRetinaNetHead, RetinaNetHead) and isinstance(small_model("fcos", "qfl"), FCOS)
+    # StandardFCOSHead adds no computation of its own to torchvision's: only these two methods, both delegating
+    assert {k for k in vars(StandardFCOSHead) if callable(vars(StandardFCOSHead)[k])} == {"__init__", "compute_loss"}
     assert issubclass(HarmonicRoIHeads, RoIHeads) and issubclass(HarmonicSSD, SSD)
     assert type(small_model("mask_rcnn", "harmonic").roi_heads) is HarmonicRoIHeads
+
+
+# ---------------------------------------------------------------- standard_posweight: the constant-factor control
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_posweight_with_c_1_is_the_standard_loss(arch):
+    model, standard = pair(arch, "standard_posweight", positive_weight=1.0)
+    ours, theirs = train_losses(model, arch), train_losses(standard, arch)
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-6, atol=1e-6, msg=key)
+    stats = loss_stats(model)  # the values the harmonic factors would take, for comparison with harmonic runs
+    assert {"beta_c", "beta_r"} <= set(stats) and all(0 < stats[k] <= 1 for k in ("beta_c", "beta_r"))
+
+
+@pytest.mark.parametrize("arch", HEAD_ARCHS)
+def test_posweight_multiplies_the_positive_terms_only(arch):
+    """One positive: c = 2 doubles its classification and box terms; the negatives' loss is unchanged."""
+    part = loss_part(arch, "standard_posweight")
+    saved = part.options
+    cls_logits, regression = leaves(arch, shift=0.3)
+    standard = head_losses(arch, "standard", cls_logits, regression)
+    n = 4 if arch == "faster_rcnn" else 1  # normaliser: sampled RoIs, resp. foreground anchors
+    cls_pos = positive_cls_loss(arch, cls_logits) / n
+    try:
+        for c in (2.0, 1.9):
+            part.options = type(saved)(positive_weight=c)
+            out = head_losses(arch, "standard_posweight", cls_logits, regression)
+            assert set(out) == set(standard)
+            torch.testing.assert_close(out["box"], c * standard["box"])
+            negatives = standard["cls"] - cls_pos
+            torch.testing.assert_close(out["cls"] - c * cls_pos, negatives)
+            for key in set(out) - {"cls", "box"}:  # FCOS centerness: torchvision's
+                torch.testing.assert_close(out[key], standard[key])
+            # no coupling: the positive's classification gradient does not depend on its box
+            (grad,) = torch.autograd.grad(out["cls"], cls_logits, retain_graph=True)
+            (grad_std,) = torch.autograd.grad(standard["cls"], cls_logits, retain_graph=True)
+            torch.testing.assert_close(grad[POS], c * grad_std[POS])
+            torch.testing.assert_close(grad[POS + 1:], grad_std[POS + 1:])
+    finally:
+        part.options = saved
+
+
+# ---------------------------------------------------------------- FCOS scale ranges at small image sizes
+
+SMALL_IMAGE_FCOS = dict(fcos_anchor_sizes=(2, 4, 8, 16, 32), center_sampling_radius=6.0)
+
+
+def sized_objects_batch():
+    """Two 128 px images with square objects of 16, 32 and 56 px (centres off the location grid)."""
+    g = torch.Generator().manual_seed(2)
+    images = [torch.rand(3, 128, 128, generator=g) for _ in range(2)]
+    targets = [
+        {"boxes": torch.tensor([[8.0, 8.0, 24.0, 24.0], [56.0, 8.0, 88.0, 40.0], [36.0, 60.0, 92.0, 116.0]]),
+         "labels": torch.tensor([1, 2, 3])},
+        {"boxes": torch.tensor([[70.0, 30.0, 86.0, 46.0], [10.0, 70.0, 66.0, 126.0]]), "labels": torch.tensor([4, 1])},
+    ]
+    return images, targets
+
+
+@pytest.mark.parametrize("loss", ["standard", "harmonicdet", "qfl"])
+def test_fcos_small_image_scale_ranges_use_the_pyramid(loss):
+    images, targets = sized_objects_batch()
+    counts = {}
+    for name, options in (("default", {}), ("small", SMALL_IMAGE_FCOS)):
+        torch.manual_seed(0)
+        model = small_model("fcos", loss, **options).train()
+        losses = model(images, targets)
+        assert all(torch.isfinite(v) for v in losses.values())
+        stats = loss_stats(model)
+        assert LEVEL_KEYS <= set(stats) and all(float(v).is_integer() for k, v in stats.items() if k in LEVEL_KEYS)
+        counts[name] = [stats[f"pos_p{level}"] for level in range(3, 8)]
+    default, small = counts["default"], counts["small"]
+    assert default[0] > 0 and default[1:] == [0.0] * 4  # torchvision's ranges: everything on P3
+    assert sum(c > 0 for c in small) >= 3 and small[3:] == [0.0, 0.0]  # 16-56 px objects over P3-P5
+
+
+def test_fcos_level_counts_match_torchvisions_matching():
+    """The recorded counts are the foreground locations of torchvision's matcher, split by level."""
+    images, targets = sized_objects_batch()
+    model = small_model("fcos", **SMALL_IMAGE_FCOS).train()
+    captured = {}
+    original = model.head.compute_loss
+
+    def spy(targets, head_outputs, anchors, matched_idxs):
+        captured["matched"] = matched_idxs
+        return original(targets, head_outputs, anchors, matched_idxs)
+
+    model.head.compute_loss = spy  # instance attribute on our own model, for this test only
+    model(images, targets)
+    sizes = [16 * 16, 8 * 8, 4 * 4, 2 * 2, 1]  # locations per level of a 128 px image, strides 8 .. 128
+    foreground = torch.stack(captured["matched"]) >= 0
+    expected = [float(level.sum()) for level in foreground.split(sizes, dim=1)]
+    stats = loss_stats(model)
+    assert [stats[f"pos_p{level}"] for level in range(3, 8)] == expected and sum(expected) > 0

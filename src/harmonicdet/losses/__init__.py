@@ -1,19 +1,22 @@
 """Losses of "Reconcile Prediction Consistency for Balanced Object Detection" (ICCV 2021).
 
-Equation numbers (S-n) refer to the paper's supplementary material.
+Equation numbers (S-n) refer to the paper's supplementary material. The Quality
+Focal Loss of GFL (Li et al. 2020) is included as a peer baseline.
 """
 
 from .box_iou import aligned_box_iou
 from .detection_losses import harmonic_sigmoid_detection_loss, harmonic_softmax_detection_loss, localization_loss
 from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_from_iou, harmonic_iou_loss
 from .harmonic_loss import harmonic_factors, harmonic_loss, harmonic_terms
-from .modules import HarmonicIoULoss, HarmonicLoss, TaskContrastLoss
+from .modules import HarmonicIoULoss, HarmonicLoss, QualityFocalLoss, TaskContrastLoss
+from .quality_focal_loss import check_qfl_beta, quality_focal_loss
 from .reduction import weight_reduce_loss
 from .task_contrast_loss import task_contrast_loss
 
 __all__ = [
     "aligned_box_iou",
     "check_hiou_gamma",
+    "check_qfl_beta",
     "harmonic_factors",
     "harmonic_iou_from_iou",
     "harmonic_iou_loss",
@@ -22,9 +25,11 @@ __all__ = [
     "harmonic_softmax_detection_loss",
     "harmonic_terms",
     "localization_loss",
+    "quality_focal_loss",
     "task_contrast_loss",
     "weight_reduce_loss",
     "HarmonicIoULoss",
     "HarmonicLoss",
+    "QualityFocalLoss",
     "TaskContrastLoss",
 ]

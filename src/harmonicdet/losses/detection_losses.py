@@ -12,11 +12,14 @@ Negatives keep their plain classification loss. Positives are harmonised with th
 localisation loss ``L_loc = box_loss + alpha * L_HIoU`` (main paper; secondary:
 ``alpha = 1.5``, ``gamma = 0.8``), and the task-contrasting loss is added when
 ``tc_margin`` is given. Every term is summed and divided by ``avg_factor``, so the
-normalisation of the detector being replaced carries over.
+normalisation of the detector being replaced carries over. ``positive_weight=c``
+swaps the harmonic factors for constants (``beta_c = beta_r = c - 1``): the plain
+loss with every positive's terms times ``c``, a control for the factors' mean size.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -32,6 +35,15 @@ from .task_contrast_loss import task_contrast_loss
 BOX_LOSSES = ("smooth_l1", "l1", "giou", "none")
 BETA_C_MODES = ("loss", "prob")
 LossDict = Dict[str, Tensor]
+
+
+def _check_positive_weight(positive_weight: Optional[float]) -> Optional[float]:
+    if positive_weight is None:
+        return None
+    if isinstance(positive_weight, bool) or not isinstance(positive_weight, (int, float)) \
+            or not math.isfinite(positive_weight) or positive_weight <= 0:
+        raise ValueError(f"positive_weight must be a finite number > 0 or None, got {positive_weight!r}")
+    return float(positive_weight)
 
 
 def localization_loss(
@@ -102,11 +114,20 @@ def _harmonise_positives(
     tc_margin: Optional[float],
     avg_factor: Union[float, Tensor],
     return_stats: bool,
+    positive_weight: Optional[float] = None,
 ) -> Union[LossDict, Tuple[LossDict, LossDict]]:
-    """Shared tail of both objectives: harmonise the positives, keep negatives plain, normalise."""
-    cls_pos, loc_term = harmonic_terms(
-        cls_loss[positive], loc_loss.to(cls_loss.dtype), detach_factors=detach_factors, beta_c=beta_c
-    )
+    """Shared tail of both objectives: harmonise the positives, keep negatives plain, normalise.
+
+    With ``positive_weight = c`` the factors are the constants ``beta_c = beta_r = c - 1``
+    instead (the ``standard_posweight`` control); the stats still report the values
+    ``exp(-cls)``/``exp(-L_loc)`` the harmonic factors would take, for comparison.
+    """
+    if positive_weight is None:
+        cls_pos, loc_term = harmonic_terms(
+            cls_loss[positive], loc_loss.to(cls_loss.dtype), detach_factors=detach_factors, beta_c=beta_c
+        )
+    else:  # Eq. S-1 with constant factors beta_c = beta_r = c - 1: the positives' terms times c
+        cls_pos, loc_term = positive_weight * cls_loss[positive], positive_weight * loc_loss.to(cls_loss.dtype)
     losses = {
         "loss_cls": (cls_loss[~positive].sum() + cls_pos.sum()) / avg_factor,
         "loss_loc": loc_term.sum() / avg_factor,
@@ -146,6 +167,7 @@ def harmonic_softmax_detection_loss(
     background_label: int = 0,
     avg_factor: Optional[Union[float, Tensor]] = None,
     return_stats: bool = False,
+    positive_weight: Optional[float] = None,
 ) -> Union[LossDict, Tuple[LossDict, LossDict]]:
     """Harmonic detection loss of a softmax head (Eq. S-1 with ``CE = -log p``).
 
@@ -166,6 +188,10 @@ def harmonic_softmax_detection_loss(
             ``fastrcnn_loss`` (mean CE over sampled RoIs, box loss sum / N).
         return_stats: also return ``{"beta_c", "beta_r", "num_pos"}`` (detached
             means over the positives) for logging.
+        positive_weight: ``c > 0`` replaces the harmonic factors by the constants
+            ``beta_c = beta_r = c - 1``: every positive's CE and ``L_loc`` are multiplied
+            by ``c``, negatives unchanged (the ``standard_posweight`` control; ``c = 1``
+            is the plain loss). ``None``: the harmonic factors.
 
     Returns:
         ``{"loss_cls", "loss_loc"[, "loss_tc"]}`` scalars, and the stats if asked.
@@ -188,6 +214,7 @@ def harmonic_softmax_detection_loss(
         cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou,
         beta_c=None, detach_factors=detach_factors, tc_margin=tc_margin,
         avg_factor=labels.numel() if avg_factor is None else avg_factor, return_stats=return_stats,
+        positive_weight=_check_positive_weight(positive_weight),
     )
 
 
@@ -210,6 +237,7 @@ def harmonic_sigmoid_detection_loss(
     detach_factors: bool = False,
     avg_factor: Optional[Union[float, Tensor]] = None,
     return_stats: bool = False,
+    positive_weight: Optional[float] = None,
 ) -> Union[LossDict, Tuple[LossDict, LossDict]]:
     """Harmonic detection loss of a sigmoid (focal-loss) head, e.g. RetinaNet or FCOS.
 
@@ -235,6 +263,8 @@ def harmonic_sigmoid_detection_loss(
         avg_factor: divisor of every summed term; default ``max(1, P)``, as
             torchvision's RetinaNet and FCOS.
         return_stats: also return ``{"beta_c", "beta_r", "num_pos"}`` for logging.
+        positive_weight: ``c > 0``: constant factors ``beta_c = beta_r = c - 1`` instead
+            of the harmonic ones (positives' terms times ``c``); see the softmax objective.
 
     Returns:
         ``{"loss_cls", "loss_loc"[, "loss_tc"]}`` scalars, and the stats if asked.
@@ -263,5 +293,5 @@ def harmonic_sigmoid_detection_loss(
         cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou,
         beta_c=gt_prob if beta_c_mode == "prob" else None, detach_factors=detach_factors,
         tc_margin=tc_margin, avg_factor=max(1, int(loc_loss.numel())) if avg_factor is None else avg_factor,
-        return_stats=return_stats,
+        return_stats=return_stats, positive_weight=_check_positive_weight(positive_weight),
     )

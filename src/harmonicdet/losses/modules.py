@@ -8,6 +8,9 @@ so an mmdetection config can name it after registering it::
     from harmonicdet.losses import HarmonicIoULoss
     MODELS.register_module(module=HarmonicIoULoss)
     # loss_bbox=dict(type="HarmonicIoULoss", gamma=0.8, loss_weight=1.5)
+
+(:class:`QualityFocalLoss` takes the dense soft-target matrix, not mmdetection's
+``(labels, scores)`` tuple.)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import Tensor, nn
 
 from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_loss
 from .harmonic_loss import harmonic_loss
+from .quality_focal_loss import check_qfl_beta, quality_focal_loss
 from .reduction import check_reduction
 from .task_contrast_loss import task_contrast_loss
 
@@ -117,3 +121,34 @@ class TaskContrastLoss(_MMDetLoss):
             reduction=self._reduction(reduction_override), weight=weight, avg_factor=avg_factor,
         )
         return self.loss_weight * loss
+
+
+class QualityFocalLoss(_MMDetLoss):
+    """Quality Focal Loss (GFL) as a module; see :func:`quality_focal_loss`.
+
+    ``forward(pred, target)`` takes Tensor[N, C] sigmoid logits and Tensor[N, C]
+    soft targets in [0, 1] (the IoU at a positive's class column, 0 elsewhere);
+    ``weight`` is Tensor[N] or Tensor[N, C]. Unlike mmdetection's module, the target
+    is this dense matrix, not a ``(labels, scores)`` tuple.
+    """
+
+    def __init__(self, beta: float = 2.0, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+        super().__init__(reduction, loss_weight)
+        self.beta = check_qfl_beta(beta)
+
+    def forward(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        weight: Optional[Tensor] = None,
+        avg_factor: Optional[Union[float, Tensor]] = None,
+        reduction_override: Optional[str] = None,
+    ) -> Tensor:
+        loss = quality_focal_loss(
+            pred, target, weight=weight, beta=self.beta,
+            reduction=self._reduction(reduction_override), avg_factor=avg_factor,
+        )
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, " + super().extra_repr()

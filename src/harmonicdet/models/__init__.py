@@ -1,15 +1,17 @@
 """torchvision detectors with the Harmonic losses in their heads (Faster/Mask R-CNN, RetinaNet, FCOS, SSDlite).
 
 ``build_detector(arch, num_classes, loss=...)`` returns the torchvision model class;
-``loss_stats(model)`` gives the last training forward's mean ``beta_c``/``beta_r``;
+``loss_stats(model)`` gives the last training forward's statistics (mean ``beta_c``/``beta_r``,
+``iou_target`` for ``qfl``, per-level positives ``pos_p3``..``pos_p7`` for FCOS);
 ``pre_nms_candidates(model)`` switches NMS off for the consistency analysis.
 """
 
 from .backbones import BACKBONES, fpn_backbone, load_pretrained
 from .candidates import pre_nms_candidates
 from .factory import ARCHS, build_detector
-from .fcos import HarmonicFCOSHead
-from .presets import PRESETS, HarmonicOptions, harmonic_options, loss_stats
+from .fcos import HarmonicFCOSHead, StandardFCOSHead
+from .presets import PRESETS, QFL_ARCHS, HarmonicOptions, QFLOptions, harmonic_options, loss_stats
+from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads
 from .retinanet import HarmonicRetinaNetHead
 from .ssd import HarmonicSSD
@@ -18,11 +20,17 @@ __all__ = [
     "ARCHS",
     "BACKBONES",
     "PRESETS",
+    "QFL_ARCHS",
+    "QFLFCOS",
+    "QFLFCOSHead",
+    "QFLOptions",
+    "QFLRetinaNetHead",
     "HarmonicFCOSHead",
     "HarmonicOptions",
     "HarmonicRetinaNetHead",
     "HarmonicRoIHeads",
     "HarmonicSSD",
+    "StandardFCOSHead",
     "build_detector",
     "fpn_backbone",
     "harmonic_options",

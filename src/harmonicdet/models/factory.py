@@ -1,9 +1,12 @@
 """``build_detector``: torchvision detectors whose heads compute a chosen loss preset.
 
 The returned model is always the torchvision class (``FasterRCNN``, ``MaskRCNN``,
-``RetinaNet``, ``FCOS``, ``SSD``) with torchvision's ``forward``, inference and NMS.
-For ``loss="standard"`` every part is torchvision's own class; the harmonic presets
-swap in a subclass of the part that computes the training loss:
+``RetinaNet``, ``FCOS``, ``SSD``) or a subclass of it, with torchvision's ``forward``,
+inference and NMS. For ``loss="standard"`` every part is torchvision's own class,
+except FCOS's head: :class:`~harmonicdet.models.fcos.StandardFCOSHead` calls
+torchvision's ``FCOSHead`` unchanged and only records the per-level positive counts.
+The harmonic presets (and ``standard_posweight``, the same parts with constant
+factors) swap in a subclass of the part that computes the training loss:
 
 =============== ============================ ==========================================
 arch            harmonic part                what Eq. S-1 harmonises per positive
@@ -24,29 +27,59 @@ Negatives keep their plain classification loss and every term keeps torchvision'
 normaliser. With ``alpha > 0`` ``L_loc`` gains ``alpha * L_HIoU`` on the box decoded
 with the model's own box coder; with a TC margin the loss dict gains
 ``"loss_task_contrast"`` (R-CNN) or ``"task_contrast"`` (one-stage detectors).
+
+``qfl`` (FCOS, RetinaNet only) uses :class:`~harmonicdet.models.qfl.QFLRetinaNetHead`
+in a ``RetinaNet``, and :class:`~harmonicdet.models.qfl.QFLFCOSHead` (no centerness
+branch) in :class:`~harmonicdet.models.qfl.QFLFCOS` (scores ``sigmoid(cls)``); the loss
+dict is ``{"classification", "bbox_regression"}``.
+
+FCOS at small image sizes: torchvision's FCOS sizes its locations' anchors as the
+strides (8 .. 128) and assigns a ground truth to level ``l`` when the largest
+``ltrb`` distance lies in ``(4 size_l, 8 size_l)`` (level P3 from 0, P7 up to
+infinity), so in 128 px images every object under ~128 px lands on P3.
+``fcos_anchor_sizes`` sets those sizes, which torchvision also uses for the
+centre-sampling radius (``center_sampling_radius * size``) and to normalise the box
+coder; e.g. ``fcos_anchor_sizes=(2, 4, 8, 16, 32), center_sampling_radius=6.0``
+(the same absolute sampling radius 12 px at P3 as the default 1.5 * 8) spreads
+16-56 px objects over P3-P5.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import math
+from typing import Any, Optional, Sequence, Tuple
 
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet, ssdlite320_mobilenet_v3_large
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 
 from .backbones import BACKBONES, MOBILENETS, fpn_backbone, load_pretrained
-from .fcos import HarmonicFCOSHead
-from .presets import harmonic_options
+from .fcos import HarmonicFCOSHead, StandardFCOSHead
+from .presets import QFL_ARCHS, QFLOptions, harmonic_options
+from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads
 from .retinanet import HarmonicRetinaNetHead
 from .ssd import HarmonicSSD
 
 ARCHS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos", "ssd")
-# FCOS's anchors are its locations: their size must be the level's stride (torchvision's values)
+# FCOS's anchors are its locations; torchvision's sizes equal the levels' strides
 FCOS_ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))
+FCOS_CENTER_SAMPLING_RADIUS = 1.5  # torchvision's default
+
+
+def _fcos_anchor_sizes(sizes: Optional[Sequence[float]]) -> Tuple[Tuple[float, ...], ...]:
+    """``((s3,), ..., (s7,))`` for the five FCOS levels; torchvision's strides when ``sizes`` is ``None``."""
+    if sizes is None:
+        return FCOS_ANCHOR_SIZES
+    values = list(sizes) if isinstance(sizes, (list, tuple)) else None
+    if values is None or len(values) != 5 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in values):
+        raise ValueError(f"fcos_anchor_sizes must be 5 positive numbers (levels P3-P7), got {sizes!r}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"fcos_anchor_sizes must be strictly increasing from P3 to P7, got {sizes!r}")
+    return tuple((v,) for v in values)
 
 
 def _anchor_sizes(image_size: int, base: int) -> list:
@@ -57,7 +90,9 @@ def _anchor_sizes(image_size: int, base: int) -> list:
 
 def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: Optional[str] = None,
                    image_size: int = 128, pretrained: Optional[str] = None, fpn_channels: Optional[int] = None,
-                   trainable_backbone_layers: Optional[int] = None, **loss_options: Any) -> nn.Module:
+                   trainable_backbone_layers: Optional[int] = None,
+                   fcos_anchor_sizes: Optional[Sequence[float]] = None, center_sampling_radius: Optional[float] = None,
+                   **loss_options: Any) -> nn.Module:
     """A torchvision detector whose training loss is the preset ``loss`` (see :mod:`harmonicdet.models.presets`).
 
     Weights are random and nothing is downloaded, unless ``pretrained`` names a
@@ -65,12 +100,13 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
     batch norm is trainable from scratch and frozen with pretrained weights, as in
     torchvision. Anchor sizes are torchvision's for images of 512 px and more and
     shrink proportionally (to at least 8 px) for smaller ones; FCOS keeps
-    torchvision's (they must equal the strides).
+    torchvision's (equal to the strides) unless ``fcos_anchor_sizes`` is given.
 
     Args:
         arch: ``faster_rcnn`` | ``mask_rcnn`` | ``retinanet`` | ``fcos`` | ``ssd`` (SSDlite).
         num_classes: classes including background (torchvision's convention, e.g. 11 for 10 classes).
-        loss: ``standard`` | ``harmonic`` | ``harmonic_iou`` | ``harmonicdet``.
+        loss: ``standard`` | ``harmonic`` | ``harmonic_iou`` | ``harmonicdet`` |
+            ``standard_posweight`` | ``qfl`` (``fcos`` and ``retinanet`` only).
         backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v3_large``, with a
             five-level FPN; default ``resnet18``. ``ssd`` is SSDlite with (and defaults to)
             ``mobilenet_v3_large``.
@@ -80,8 +116,16 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         fpn_channels: FPN channels (default torchvision's 256; fewer make CPU training cheaper;
             FCOS: a multiple of 32, at least 64, for its GroupNorm(32); not for ``ssd``).
         trainable_backbone_layers: as torchvision (default: all, or 3 with ``pretrained``).
+        fcos_anchor_sizes: ``fcos`` only: the five anchor sizes of P3-P7, positive and
+            strictly increasing; default torchvision's ``(8, 16, 32, 64, 128)``. They set
+            the levels' scale ranges ``(4 size, 8 size)``, the centre-sampling radius and
+            the box coder's normalisation (see the module docstring).
+        center_sampling_radius: ``fcos`` only: torchvision FCOS's ``center_sampling_radius``
+            (> 0, in units of the anchor size; default 1.5).
         **loss_options: overrides of the preset: ``alpha``, ``gamma``, ``tc_margin``,
-            ``detach_factors``, ``beta_c_mode``, ``box_loss``.
+            ``detach_factors``, ``beta_c_mode``, ``box_loss`` (harmonic presets);
+            ``positive_weight`` (``standard_posweight``, default 1.9; also ``alpha``,
+            ``gamma``, ``tc_margin``, ``box_loss``); ``qfl_beta`` (``qfl``, default 2).
 
     Raises:
         ValueError: an unknown arch, backbone, preset or loss option (named in the
@@ -104,7 +148,18 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if arch != "fcos" and (fcos_anchor_sizes is not None or center_sampling_radius is not None):
+        raise ValueError(f"fcos_anchor_sizes and center_sampling_radius are options of arch 'fcos', not {arch!r}")
+    fcos_sizes = _fcos_anchor_sizes(fcos_anchor_sizes)
+    if center_sampling_radius is None:
+        center_sampling_radius = FCOS_CENTER_SAMPLING_RADIUS
+    elif isinstance(center_sampling_radius, bool) or not isinstance(center_sampling_radius, (int, float)) \
+            or not math.isfinite(center_sampling_radius) or center_sampling_radius <= 0:
+        raise ValueError(f"center_sampling_radius must be a finite number > 0, got {center_sampling_radius!r}")
+    if loss == "qfl" and arch not in QFL_ARCHS:
+        raise ValueError(f"loss='qfl' is implemented for arch {QFL_ARCHS}, not {arch!r}")
     options = harmonic_options(loss, loss_options)
+    qfl = isinstance(options, QFLOptions)
     if trainable_backbone_layers is None and pretrained is not None:
         trainable_backbone_layers = 3
     size = dict(min_size=image_size, max_size=image_size)
@@ -123,16 +178,25 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         model = SSD(*args, **kwargs) if options is None else HarmonicSSD(*args, options=options, **kwargs)
     elif arch == "fcos":
         body = fpn_backbone(backbone, levels="p3p7", **pyramid)
-        head = FCOSHead(body.out_channels, 1, num_classes) if options is None else \
-            HarmonicFCOSHead(body.out_channels, 1, num_classes, options=options)
-        anchors = AnchorGenerator(FCOS_ANCHOR_SIZES, ((1.0,),) * 5)
-        model = FCOS(body, num_classes, anchor_generator=anchors, head=head, **size)
+        if options is None:
+            head = StandardFCOSHead(body.out_channels, 1, num_classes)
+        elif qfl:
+            head = QFLFCOSHead(body.out_channels, 1, num_classes, options=options)
+        else:
+            head = HarmonicFCOSHead(body.out_channels, 1, num_classes, options=options)
+        anchors = AnchorGenerator(fcos_sizes, ((1.0,),) * 5)
+        model = (QFLFCOS if qfl else FCOS)(body, num_classes, anchor_generator=anchors, head=head,
+                                           center_sampling_radius=float(center_sampling_radius), **size)
     elif arch == "retinanet":
         body = fpn_backbone(backbone, levels="p3p7", **pyramid)
         sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in _anchor_sizes(image_size, 32))
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
-        head = RetinaNetHead(body.out_channels, 9, num_classes) if options is None else \
-            HarmonicRetinaNetHead(body.out_channels, 9, num_classes, options=options)
+        if options is None:
+            head = RetinaNetHead(body.out_channels, 9, num_classes)
+        elif qfl:
+            head = QFLRetinaNetHead(body.out_channels, 9, num_classes, options=options)
+        else:
+            head = HarmonicRetinaNetHead(body.out_channels, 9, num_classes, options=options)
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **size)
     else:
         body = fpn_backbone(backbone, levels="p2p6", **pyramid)

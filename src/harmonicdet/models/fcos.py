@@ -1,8 +1,16 @@
-"""FCOS with a harmonic head: torchvision's ``FCOSHead`` whose ``compute_loss`` harmonises the positives."""
+"""FCOS heads: per-level positive counts for every preset, and the harmonic head whose ``compute_loss`` harmonises.
+
+Per-level counts are recorded by the head (not by an ``FCOS`` subclass): the head's
+``forward`` sees the feature maps, so it knows the level sizes, and its
+``compute_loss`` receives the matched ground-truth index of every location. The
+``standard`` preset therefore uses :class:`StandardFCOSHead`, an ``FCOSHead`` whose
+``forward`` and ``compute_loss`` call torchvision's and only read their inputs, so its
+losses and outputs are torchvision's bit for bit.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,10 +19,59 @@ from torchvision.models.detection.fcos import FCOSHead
 
 from harmonicdet.losses import harmonic_sigmoid_detection_loss
 
-from .presets import HarmonicOptions, HarmonicStatsMixin
+from .presets import HarmonicOptions, HarmonicStatsMixin, StatsMixin
+
+FIRST_LEVEL = 3  # build_detector's FCOS pyramid is P3-P7
 
 
-class HarmonicFCOSHead(HarmonicStatsMixin, FCOSHead):
+class FCOSLevelStatsMixin(StatsMixin):
+    """Mixin for ``FCOSHead`` subclasses: counts the foreground locations per pyramid level.
+
+    :meth:`forward` notes the number of locations of each input feature map (FCOS
+    has one anchor per location) and calls the head's forward; :meth:`_level_stats`
+    splits the matched indices of a ``compute_loss`` call by level and returns
+    ``{"pos_p3": ..., "pos_p7": ...}`` (Tensor scalars, float, summed over the batch;
+    levels named from P3 on, as the P3-P7 pyramid of ``build_detector``). It returns
+    ``{}`` when the level sizes are unknown or do not add up to the number of
+    locations (``compute_loss`` called on anchors of its own, as in unit tests).
+    """
+
+    _level_sizes: Optional[List[int]] = None
+
+    def forward(self, x: List[Tensor]) -> Dict[str, Tensor]:
+        self._level_sizes = [int(f.shape[-2]) * int(f.shape[-1]) for f in x]
+        return super().forward(x)
+
+    def _level_stats(self, matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
+        sizes = self._level_sizes
+        if not sizes or not matched_idxs or any(m.numel() != sum(sizes) for m in matched_idxs):
+            return {}
+        with torch.no_grad():
+            foreground = (torch.stack(matched_idxs) >= 0).sum(dim=0)  # per location, over the batch
+            counts = torch.stack([level.sum() for level in foreground.split(sizes)]).float()
+        return {f"pos_p{FIRST_LEVEL + i}": c for i, c in enumerate(counts.unbind())}
+
+
+class StandardFCOSHead(FCOSLevelStatsMixin, FCOSHead):
+    """torchvision's ``FCOSHead`` (``standard`` preset) that also records the per-level positive counts.
+
+    ``compute_loss`` returns torchvision's ``FCOSHead.compute_loss`` unchanged (same
+    call, same tensors: bit-identical losses and gradients) and stores
+    ``last_stats = {"pos_p3", ..., "pos_p7"}``; ``forward`` is torchvision's.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4) -> None:
+        super().__init__(in_channels, num_anchors, num_classes, num_convs)
+        self.last_stats = {}
+
+    def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
+                     anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
+        losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        self._record_stats(self._level_stats(matched_idxs))
+        return losses
+
+
+class HarmonicFCOSHead(FCOSLevelStatsMixin, HarmonicStatsMixin, FCOSHead):
     """``FCOSHead`` with the Harmonic loss (Eq. S-1).
 
     Per location, ``cls`` is the focal loss summed over the classes (``beta_c =
@@ -27,7 +84,9 @@ class HarmonicFCOSHead(HarmonicStatsMixin, FCOSHead):
     encoded ltrb offsets). The boxes are decoded with the head's ``box_coder`` from the
     anchors. The centerness loss is torchvision's and is not harmonised. Every term is
     divided by the number of foreground locations of the batch (at least 1), as
-    torchvision does. With a TC margin the dict gains ``"task_contrast"``.
+    torchvision does. With a TC margin the dict gains ``"task_contrast"``. With
+    ``options.positive_weight = c`` (``standard_posweight``) the factors are the
+    constants ``c - 1``. ``last_stats``: ``beta_c``, ``beta_r`` and ``pos_p3`` .. ``pos_p7``.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, *,
@@ -70,9 +129,10 @@ class HarmonicFCOSHead(HarmonicStatsMixin, FCOSHead):
             pred_boxes=pred_boxes[foreground], target_boxes=gt_boxes_t[foreground],
             box_loss=box_loss, smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma,
             beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
-            avg_factor=num_foreground, return_stats=True,
+            avg_factor=num_foreground, return_stats=True, positive_weight=o.positive_weight,
         )
         self._record_stats(stats)
+        self.last_stats.update(self._level_stats(matched_idxs))
 
         if len(reg_targets) == 0:
             ctrness_targets = reg_targets.new_zeros(reg_targets.size()[:-1])

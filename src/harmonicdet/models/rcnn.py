@@ -100,6 +100,7 @@ class HarmonicRoIHeads(HarmonicStatsMixin, RoIHeads):
             matched_boxes[positive],
             box_loss=o.box_loss or "smooth_l1", smooth_l1_beta=1.0 / 9, alpha=o.alpha, gamma=o.gamma,
             tc_margin=o.tc_margin, detach_factors=o.detach_factors, avg_factor=labels_t.numel(), return_stats=True,
+            positive_weight=o.positive_weight,
         )
         self._record_stats(stats)
         out = {"loss_classifier": losses["loss_cls"], "loss_box_reg": losses["loss_loc"]}

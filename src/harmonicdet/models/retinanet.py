@@ -61,7 +61,7 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
                 pred_boxes=box_coder.decode_single(deltas, anchors_fg), target_boxes=matched_boxes,
                 box_loss=box_loss, smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma,
                 beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
-                avg_factor=num_foreground.clamp(min=1), return_stats=True,
+                avg_factor=num_foreground.clamp(min=1), return_stats=True, positive_weight=o.positive_weight,
             )
             for key, value in losses.items():
                 totals.setdefault(key, []).append(value)

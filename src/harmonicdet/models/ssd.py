@@ -66,6 +66,7 @@ class HarmonicSSD(HarmonicStatsMixin, SSD):
             torch.cat(deltas), torch.cat(target_deltas), torch.cat(pred_boxes), torch.cat(target_boxes),
             box_loss=o.box_loss or "smooth_l1", smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma, tc_margin=o.tc_margin,
             detach_factors=o.detach_factors, avg_factor=max(1, int(foreground.sum())), return_stats=True,
+            positive_weight=o.positive_weight,
         )
         self._record_stats(stats)
         out = {"bbox_regression": losses["loss_loc"], "classification": losses["loss_cls"]}
