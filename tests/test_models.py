@@ -730,3 +730,22 @@ def test_fcos_level_counts_match_torchvisions_matching():
     expected = [float(level.sum()) for level in foreground.split(sizes, dim=1)]
     stats = loss_stats(model)
     assert [stats[f"pos_p{level}"] for level in range(3, 8)] == expected and sum(expected) > 0
+
+
+@pytest.mark.parametrize("loss", ["standard", "harmonicdet"])
+def test_detector_kwargs_reach_the_torchvision_class(loss):
+    model = build_detector("faster_rcnn", 5, loss=loss, fpn_channels=32,
+                           detector_kwargs={"box_batch_size_per_image": 64, "rpn_post_nms_top_n_train": 300})
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
+    assert model.rpn._post_nms_top_n["training"] == 300
+    fcos = build_detector("fcos", 5, loss=loss, fpn_channels=64, detector_kwargs={"detections_per_img": 7})
+    assert fcos.detections_per_img == 7
+
+
+def test_detector_kwargs_errors_name_the_key():
+    with pytest.raises(ValueError, match="FasterRCNN takes no argument 'box_batch'"):
+        build_detector("faster_rcnn", 5, detector_kwargs={"box_batch": 64})
+    with pytest.raises(ValueError, match="'rpn_anchor_generator' is set by build_detector"):
+        build_detector("faster_rcnn", 5, detector_kwargs={"rpn_anchor_generator": None})
+    with pytest.raises(ValueError, match="'center_sampling_radius' is set by build_detector"):
+        build_detector("fcos", 5, detector_kwargs={"center_sampling_radius": 2.0})

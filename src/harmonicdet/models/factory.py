@@ -46,8 +46,9 @@ coder; e.g. ``fcos_anchor_sizes=(2, 4, 8, 16, 32), center_sampling_radius=6.0``
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet, ssdlite320_mobilenet_v3_large
@@ -88,11 +89,35 @@ def _anchor_sizes(image_size: int, base: int) -> list:
     return [max(8, int(round(base * scale))) * 2**level for level in range(5)]
 
 
+# constructor arguments build_detector sets itself (by name or through its own options)
+_OWN_KWARGS = {"backbone", "num_classes", "anchor_generator", "rpn_anchor_generator", "head", "min_size", "max_size",
+               "size", "center_sampling_radius", "image_mean", "image_std", "positive_fraction"}
+
+
+def _detector_kwargs(arch: str, qfl: bool, kwargs: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``detector_kwargs`` checked against the torchvision class's constructor, naming a bad key."""
+    if not kwargs:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"detector_kwargs must be a mapping, got {type(kwargs).__name__}")
+    cls = {"ssd": SSD, "fcos": QFLFCOS if qfl else FCOS, "retinanet": RetinaNet, "faster_rcnn": FasterRCNN,
+           "mask_rcnn": MaskRCNN}[arch]
+    accepted = {name for cls_ in cls.__mro__ if cls_.__init__ is not object.__init__
+                for name in inspect.signature(cls_.__init__).parameters} - {"self", "args", "kwargs"}
+    for key in kwargs:
+        if key in _OWN_KWARGS:
+            raise ValueError(f"detector_kwargs: {key!r} is set by build_detector itself")
+        if key not in accepted:
+            raise ValueError(f"detector_kwargs: {cls.__name__} takes no argument {key!r} "
+                             f"(valid: {', '.join(sorted(accepted - _OWN_KWARGS))})")
+    return dict(kwargs)
+
+
 def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: Optional[str] = None,
                    image_size: int = 128, pretrained: Optional[str] = None, fpn_channels: Optional[int] = None,
                    trainable_backbone_layers: Optional[int] = None,
                    fcos_anchor_sizes: Optional[Sequence[float]] = None, center_sampling_radius: Optional[float] = None,
-                   **loss_options: Any) -> nn.Module:
+                   detector_kwargs: Optional[Mapping[str, Any]] = None, **loss_options: Any) -> nn.Module:
     """A torchvision detector whose training loss is the preset ``loss`` (see :mod:`harmonicdet.models.presets`).
 
     Weights are random and nothing is downloaded, unless ``pretrained`` names a
@@ -122,6 +147,10 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
             the box coder's normalisation (see the module docstring).
         center_sampling_radius: ``fcos`` only: torchvision FCOS's ``center_sampling_radius``
             (> 0, in units of the anchor size; default 1.5).
+        detector_kwargs: further keyword arguments of the torchvision class, e.g. Faster
+            R-CNN's ``box_batch_size_per_image`` or ``rpn_post_nms_top_n_train`` (cheaper CPU
+            training) or ``score_thresh``/``detections_per_img``; not those set above
+            (anchors, head, sizes).
         **loss_options: overrides of the preset: ``alpha``, ``gamma``, ``tc_margin``,
             ``detach_factors``, ``beta_c_mode``, ``box_loss`` (harmonic presets);
             ``positive_weight`` (``standard_posweight``, default 1.9; also ``alpha``,
@@ -160,6 +189,7 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         raise ValueError(f"loss='qfl' is implemented for arch {QFL_ARCHS}, not {arch!r}")
     options = harmonic_options(loss, loss_options)
     qfl = isinstance(options, QFLOptions)
+    extra = _detector_kwargs(arch, qfl, detector_kwargs)
     if trainable_backbone_layers is None and pretrained is not None:
         trainable_backbone_layers = 3
     size = dict(min_size=image_size, max_size=image_size)
@@ -173,7 +203,7 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         kwargs = dict(image_mean=ref.transform.image_mean, image_std=ref.transform.image_std, head=ref.head,
                       score_thresh=ref.score_thresh, nms_thresh=ref.nms_thresh,
                       detections_per_img=ref.detections_per_img, topk_candidates=ref.topk_candidates,
-                      positive_fraction=1 / (1 + ref.neg_to_pos_ratio))
+                      positive_fraction=1 / (1 + ref.neg_to_pos_ratio), **extra)
         args = (ref.backbone, ref.anchor_generator, (image_size, image_size), num_classes)
         model = SSD(*args, **kwargs) if options is None else HarmonicSSD(*args, options=options, **kwargs)
     elif arch == "fcos":
@@ -186,7 +216,7 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
             head = HarmonicFCOSHead(body.out_channels, 1, num_classes, options=options)
         anchors = AnchorGenerator(fcos_sizes, ((1.0,),) * 5)
         model = (QFLFCOS if qfl else FCOS)(body, num_classes, anchor_generator=anchors, head=head,
-                                           center_sampling_radius=float(center_sampling_radius), **size)
+                                           center_sampling_radius=float(center_sampling_radius), **size, **extra)
     elif arch == "retinanet":
         body = fpn_backbone(backbone, levels="p3p7", **pyramid)
         sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in _anchor_sizes(image_size, 32))
@@ -197,12 +227,12 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
             head = QFLRetinaNetHead(body.out_channels, 9, num_classes, options=options)
         else:
             head = HarmonicRetinaNetHead(body.out_channels, 9, num_classes, options=options)
-        model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **size)
+        model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **size, **extra)
     else:
         body = fpn_backbone(backbone, levels="p2p6", **pyramid)
         anchors = AnchorGenerator(tuple((s,) for s in _anchor_sizes(image_size, 32)), ((0.5, 1.0, 2.0),) * 5)
         cls = MaskRCNN if arch == "mask_rcnn" else FasterRCNN
-        model = cls(body, num_classes, rpn_anchor_generator=anchors, **size)
+        model = cls(body, num_classes, rpn_anchor_generator=anchors, **size, **extra)
         if options is not None:
             model.roi_heads = HarmonicRoIHeads.from_roi_heads(model.roi_heads, options)
     if pretrained is not None:
