@@ -64,6 +64,10 @@ def test_config_refuses_unknown_fields_and_parses_overrides(tmp_path):
     assert config["model"]["loss_options"] == {"alpha": 1.0, "gamma": 0.5}
     with pytest.raises(ValueError, match="expected key=value"):
         load_config(None, ["train.lr"])
+    # a free-form field is replaced whole, even when the file set it before
+    path.write_text(yaml.safe_dump({"model": {"options": {"fpn_channels": 128}}}))
+    config = load_config(path, ["model.options={fcos_anchor_sizes: [2, 4, 8, 16, 32]}"])
+    assert config["model"]["options"] == {"fcos_anchor_sizes": [2, 4, 8, 16, 32]}
 
 
 def test_shipped_configs_load():

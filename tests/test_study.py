@@ -104,6 +104,16 @@ def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, m
     assert again["runs"] == summary["runs"]
 
 
+def test_the_shipped_study_expands_to_valid_runs():
+    study = load_study(ROOT / "configs" / "studies" / "scenes.yaml")
+    names = [run.name for run in study.runs]
+    assert len(names) == 27 and "fcos-qfl-s0" in names and "faster_rcnn-qfl-s0" not in names
+    assert sum(name.startswith("fcos-harmonicdet-s") for name in names) == 3
+    fcos = next(run for run in study.runs if run.arch == "fcos")
+    assert fcos.config["model"]["options"]["fcos_anchor_sizes"] == [2, 4, 8, 16, 32]
+    assert fcos.config["data"]["scenes"]["val"] == 1000
+
+
 def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes):
     path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}])
     run = load_study(path).runs[0]

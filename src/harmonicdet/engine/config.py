@@ -63,13 +63,13 @@ DEFAULTS: Config = {
 }
 
 
-def _merge(base: Config, update: Mapping[str, Any], where: str) -> Config:
+def _merge(base: Config, update: Mapping[str, Any], where: str, schema: Mapping[str, Any] = DEFAULTS) -> Config:
     for key, value in update.items():
-        if key not in base:
-            raise ValueError(f"{where}: unknown field {key!r} (valid: {', '.join(sorted(base))})")
-        # dict-valued defaults that are free-form ({}), or None, take the value as it is
-        if isinstance(base[key], dict) and base[key] and isinstance(value, Mapping):
-            _merge(base[key], value, f"{where}.{key}")
+        if key not in schema:
+            raise ValueError(f"{where}: unknown field {key!r} (valid: {', '.join(sorted(schema))})")
+        # sections of DEFAULTS merge field by field; free-form fields ({} or None there) take the value as it is
+        if isinstance(schema[key], dict) and schema[key] and isinstance(value, Mapping):
+            _merge(base[key], value, f"{where}.{key}", schema[key])
         else:
             base[key] = copy.deepcopy(value)
     return base
