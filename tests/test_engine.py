@@ -27,15 +27,6 @@ from harmonicdet.engine.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    from harmonicdet.data import make_scenes
-
-    out = tmp_path_factory.mktemp("scenes")
-    make_scenes(out, num_train=16, num_val=8, seed=0)
-    return out
-
-
 def tiny_config(scenes: Path, out: Path, **overrides) -> dict:
     """A few-iteration CPU config on the test scenes; ``overrides`` are ``key=value`` strings."""
     base = {

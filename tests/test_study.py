@@ -18,15 +18,6 @@ from harmonicdet.engine.study import load_study, run_state, run_study
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    from harmonicdet.data import make_scenes
-
-    out = tmp_path_factory.mktemp("scenes")
-    make_scenes(out, num_train=16, num_val=8, seed=0)
-    return out
-
-
 def write_study(tmp_path: Path, scenes: Path, runs, *, max_iters: int = 2, **extra) -> Path:
     config = {
         "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 128, "options": {"fpn_channels": 64}},

@@ -113,6 +113,14 @@ def _detector_kwargs(arch: str, qfl: bool, kwargs: Optional[Mapping[str, Any]]) 
     return dict(kwargs)
 
 
+def _head(options, classes: Tuple[type, type, type], *args: Any) -> nn.Module:
+    """The (standard, harmonic, qfl) head class the preset's ``options`` call for, built with ``args``."""
+    standard, harmonic, qfl = classes
+    if options is None:
+        return standard(*args)
+    return (qfl if isinstance(options, QFLOptions) else harmonic)(*args, options=options)
+
+
 def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: Optional[str] = None,
                    image_size: int = 128, pretrained: Optional[str] = None, fpn_channels: Optional[int] = None,
                    trainable_backbone_layers: Optional[int] = None,
@@ -208,12 +216,7 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         model = SSD(*args, **kwargs) if options is None else HarmonicSSD(*args, options=options, **kwargs)
     elif arch == "fcos":
         body = fpn_backbone(backbone, levels="p3p7", **pyramid)
-        if options is None:
-            head = StandardFCOSHead(body.out_channels, 1, num_classes)
-        elif qfl:
-            head = QFLFCOSHead(body.out_channels, 1, num_classes, options=options)
-        else:
-            head = HarmonicFCOSHead(body.out_channels, 1, num_classes, options=options)
+        head = _head(options, (StandardFCOSHead, HarmonicFCOSHead, QFLFCOSHead), body.out_channels, 1, num_classes)
         anchors = AnchorGenerator(fcos_sizes, ((1.0,),) * 5)
         model = (QFLFCOS if qfl else FCOS)(body, num_classes, anchor_generator=anchors, head=head,
                                            center_sampling_radius=float(center_sampling_radius), **size, **extra)
@@ -221,12 +224,8 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         body = fpn_backbone(backbone, levels="p3p7", **pyramid)
         sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in _anchor_sizes(image_size, 32))
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
-        if options is None:
-            head = RetinaNetHead(body.out_channels, 9, num_classes)
-        elif qfl:
-            head = QFLRetinaNetHead(body.out_channels, 9, num_classes, options=options)
-        else:
-            head = HarmonicRetinaNetHead(body.out_channels, 9, num_classes, options=options)
+        head = _head(options, (RetinaNetHead, HarmonicRetinaNetHead, QFLRetinaNetHead), body.out_channels, 9,
+                     num_classes)
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **size, **extra)
     else:
         body = fpn_backbone(backbone, levels="p2p6", **pyramid)

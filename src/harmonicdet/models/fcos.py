@@ -10,7 +10,7 @@ losses and outputs are torchvision's bit for bit.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,24 @@ class StandardFCOSHead(FCOSLevelStatsMixin, FCOSHead):
         return losses
 
 
+def matched_targets(targets: List[Dict[str, Tensor]], matched_idxs: List[Tensor],
+                    anchors: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per location, as torchvision's ``FCOSHead.compute_loss``: ``(gt_boxes [N, HWA, 4],
+    gt_classes [N, HWA] (-1: background), anchors [N, HWA, 4])``."""
+    gt_classes, gt_boxes = [], []
+    for targets_per_image, matched in zip(targets, matched_idxs):
+        if len(targets_per_image["labels"]) == 0:
+            classes = targets_per_image["labels"].new_zeros((len(matched),))
+            boxes = targets_per_image["boxes"].new_zeros((len(matched), 4))
+        else:
+            classes = targets_per_image["labels"][matched.clip(min=0)]
+            boxes = targets_per_image["boxes"][matched.clip(min=0)]
+        classes[matched < 0] = -1
+        gt_classes.append(classes)
+        gt_boxes.append(boxes)
+    return torch.stack(gt_boxes), torch.stack(gt_classes), torch.stack(anchors)
+
+
 class HarmonicFCOSHead(FCOSLevelStatsMixin, HarmonicStatsMixin, FCOSHead):
     """``FCOSHead`` with the Harmonic loss (Eq. S-1).
 
@@ -100,18 +118,7 @@ class HarmonicFCOSHead(FCOSLevelStatsMixin, HarmonicStatsMixin, FCOSHead):
         cls_logits = head_outputs["cls_logits"]  # [N, HWA, C]
         bbox_regression = head_outputs["bbox_regression"]  # [N, HWA, 4]
         bbox_ctrness = head_outputs["bbox_ctrness"]  # [N, HWA, 1]
-        gt_classes, gt_boxes = [], []
-        for targets_per_image, matched in zip(targets, matched_idxs):
-            if len(targets_per_image["labels"]) == 0:
-                classes = targets_per_image["labels"].new_zeros((len(matched),))
-                boxes = targets_per_image["boxes"].new_zeros((len(matched), 4))
-            else:
-                classes = targets_per_image["labels"][matched.clip(min=0)]
-                boxes = targets_per_image["boxes"][matched.clip(min=0)]
-            classes[matched < 0] = -1
-            gt_classes.append(classes)
-            gt_boxes.append(boxes)
-        gt_boxes_t, gt_classes_t, anchors_t = torch.stack(gt_boxes), torch.stack(gt_classes), torch.stack(anchors)
+        gt_boxes_t, gt_classes_t, anchors_t = matched_targets(targets, matched_idxs, anchors)
         foreground = gt_classes_t >= 0
         num_foreground = max(1, int(foreground.sum()))
 

@@ -37,7 +37,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 from harmonicdet.losses import aligned_box_iou, quality_focal_loss
 
-from .fcos import FCOSLevelStatsMixin
+from .fcos import FCOSLevelStatsMixin, matched_targets
 from .presets import QFLOptions, StatsMixin
 
 
@@ -88,18 +88,7 @@ class QFLFCOSHead(FCOSLevelStatsMixin, FCOSHead):
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
         cls_logits = head_outputs["cls_logits"]  # [N, HWA, C]
         bbox_regression = head_outputs["bbox_regression"]  # [N, HWA, 4]
-        gt_classes, gt_boxes = [], []
-        for targets_per_image, matched in zip(targets, matched_idxs):
-            if len(targets_per_image["labels"]) == 0:
-                classes = targets_per_image["labels"].new_zeros((len(matched),))
-                boxes = targets_per_image["boxes"].new_zeros((len(matched), 4))
-            else:
-                classes = targets_per_image["labels"][matched.clip(min=0)]
-                boxes = targets_per_image["boxes"][matched.clip(min=0)]
-            classes[matched < 0] = -1
-            gt_classes.append(classes)
-            gt_boxes.append(boxes)
-        gt_boxes_t, gt_classes_t, anchors_t = torch.stack(gt_boxes), torch.stack(gt_classes), torch.stack(anchors)
+        gt_boxes_t, gt_classes_t, anchors_t = matched_targets(targets, matched_idxs, anchors)
         foreground = gt_classes_t >= 0
         num_positives = int(foreground.sum())
         num_foreground = max(1, num_positives)
