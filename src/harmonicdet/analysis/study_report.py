@@ -97,7 +97,7 @@ def summarise(study, records: List[Dict[str, Any]]) -> Dict[str, Any]:
         return matches_cache[record["name"]]
 
     groups = []
-    for (arch, variant), seeds in by_key.items():
+    for (arch, variant), seeds in sorted(by_key.items(), key=lambda item: item[0][0]):  # by arch, study order within
         group: Dict[str, Any] = {"arch": arch, "variant": variant, "seeds": sorted(seeds), "mean": {}, "std": {},
                                  "delta": None, "bootstrap": None}
         for metric in METRICS:
