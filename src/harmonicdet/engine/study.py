@@ -167,12 +167,9 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def execute_run(run: StudyRun, *, show_progress: bool = True) -> str:
-    """Bring one run to ``done``; returns the state it started from."""
-    state = run_state(run)
+def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> None:
+    """Bring one run from ``state`` (see :func:`run_state`) to ``done``."""
     if state in ("new", "interrupted"):
-        if state == "new" and run.directory.exists():
-            (run.directory / "metrics.jsonl").unlink(missing_ok=True)  # a start that died before its first checkpoint
         started = time.perf_counter()
         train(run.config, resume=state == "interrupted", show_progress=show_progress)
         timing_path = run.directory / "study_timing.json"
@@ -181,7 +178,6 @@ def execute_run(run: StudyRun, *, show_progress: bool = True) -> str:
         write_json_atomic({"train_s": previous + time.perf_counter() - started}, timing_path)
     if state != "done":
         evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
-    return state
 
 
 def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_only: bool = False,
@@ -206,7 +202,7 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
             action = {"done": "finished, skipped", "trained": "evaluating", "interrupted": "resuming",
                       "new": "training"}[state]
             _say(f"[study] {index}/{len(selected)} {run.name}: {action}")
-            execute_run(run, show_progress=show_progress)
+            execute_run(run, state, show_progress=show_progress)
     summary = write_report(study)
     _say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
