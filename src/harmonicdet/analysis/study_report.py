@@ -170,7 +170,7 @@ def plot_metrics(summary: Mapping[str, Any], out_path: Path) -> Path:
             ax.set_title(f"{arch}: {metric} (mean ± std over seeds)", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
             if means:
-                low = min(v for v in means) - max(errors) - 0.02
+                low = min(means) - max(errors) - 0.02
                 ax.set_ylim(max(0.0, low), max(means) + max(errors) + 0.02)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, out_path)

@@ -37,7 +37,8 @@ BETA_C_MODES = ("loss", "prob")
 LossDict = Dict[str, Tensor]
 
 
-def _check_positive_weight(positive_weight: Optional[float]) -> Optional[float]:
+def check_positive_weight(positive_weight: Optional[float]) -> Optional[float]:
+    """``positive_weight`` as a float (``None`` passes); ``ValueError`` unless it is a finite number > 0."""
     if positive_weight is None:
         return None
     if isinstance(positive_weight, bool) or not isinstance(positive_weight, (int, float)) \
@@ -214,7 +215,7 @@ def harmonic_softmax_detection_loss(
         cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou,
         beta_c=None, detach_factors=detach_factors, tc_margin=tc_margin,
         avg_factor=labels.numel() if avg_factor is None else avg_factor, return_stats=return_stats,
-        positive_weight=_check_positive_weight(positive_weight),
+        positive_weight=check_positive_weight(positive_weight),
     )
 
 
@@ -293,5 +294,5 @@ def harmonic_sigmoid_detection_loss(
         cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou,
         beta_c=gt_prob if beta_c_mode == "prob" else None, detach_factors=detach_factors,
         tc_margin=tc_margin, avg_factor=max(1, int(loc_loss.numel())) if avg_factor is None else avg_factor,
-        return_stats=return_stats, positive_weight=_check_positive_weight(positive_weight),
+        return_stats=return_stats, positive_weight=check_positive_weight(positive_weight),
     )

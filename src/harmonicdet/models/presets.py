@@ -32,7 +32,6 @@ of the positives); every FCOS head, ``standard`` included, adds ``pos_p3`` ..
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
@@ -40,7 +39,7 @@ import torch
 from torch import nn
 
 from harmonicdet.losses import check_hiou_gamma, check_qfl_beta
-from harmonicdet.losses.detection_losses import BOX_LOSSES
+from harmonicdet.losses.detection_losses import BOX_LOSSES, check_positive_weight
 
 PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet", "standard_posweight", "qfl")
 QFL_ARCHS = ("fcos", "retinanet")
@@ -122,9 +121,7 @@ def harmonic_options(preset: str, overrides: Mapping[str, Any]) -> Union[None, H
         raise ValueError(f"positive_weight is an option of loss='standard_posweight', not of {preset!r}")
     options = replace(HarmonicOptions(**_PRESET_VALUES[preset]), **dict(overrides))
     if preset == "standard_posweight":
-        c = options.positive_weight
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-            raise ValueError(f"positive_weight must be a finite number > 0, got {c!r}")
+        check_positive_weight(options.positive_weight)
     if options.alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {options.alpha}")
     check_hiou_gamma(options.gamma)
