@@ -1,4 +1,4 @@
-"""``harmonicdet train``, ``eval``, ``demo`` and ``study``."""
+"""``harmonicdet train``, ``eval``, ``gradients``, ``demo`` and ``study``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,27 @@ def _eval(args: argparse.Namespace) -> int:
     report = evaluate_run(config, checkpoint=args.checkpoint, out_dir=args.out, show_progress=not args.quiet)
     if report:
         print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def _gradients(args: argparse.Namespace) -> int:
+    from harmonicdet.engine.run_eval import run_gradient_norms
+    from harmonicdet.io import write_json_atomic
+
+    reports = []
+    for run_dir in args.runs:
+        report = run_gradient_norms(Path(run_dir), batches=args.batches, batch_size=args.batch_size)
+        reports.append(report)
+        print(f"{run_dir}")
+        branches = list(next(iter(report["norms"].values())))
+        print(f"  {'term':<20}" + "".join(f"{b:>24}" for b in branches))
+        for term, norms in report["norms"].items():
+            print(f"  {term:<20}" + "".join(f"{norms[b]:>24.4g}" for b in branches))
+        for pair, cosine in report["backbone_cosine"].items():
+            print(f"  backbone cosine {pair}: {cosine:+.3f}")
+    if args.out:
+        write_json_atomic(reports, Path(args.out))
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -64,6 +85,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", **overrides)
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_eval)
+
+    p = subparsers.add_parser("gradients", help="gradient norm of each loss term per branch of trained runs",
+                              description="For each run folder (config.yaml + model_final.pt), back-propagate "
+                              "every training loss term on its own over the first training batches and print "
+                              "the gradient norm per branch (backbone, heads) and the terms' cosine on the backbone.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run folders")
+    p.add_argument("--batches", type=int, default=4, help="training batches averaged over (default: 4)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
+    p.add_argument("--out", default=None, help="also write the reports to this JSON file")
+    p.set_defaults(func=_gradients)
 
     p = subparsers.add_parser("demo", help="train standard vs harmonic on Fashion-MNIST scenes and compare",
                               description="Make the Fashion-MNIST scenes, train the same small FCOS twice "

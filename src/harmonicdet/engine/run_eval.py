@@ -1,17 +1,21 @@
-"""Evaluate a trained run: COCO AP plus the prediction-consistency report, written beside the weights."""
+"""Evaluate a trained run: COCO AP plus the prediction-consistency report, written beside the weights;
+and the gradient norms per branch of its training loss at its final weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
+import statistics
 from typing import Any, Dict, Optional
 
 import torch
+from torch.utils.data import DataLoader
 
+from harmonicdet.analysis.branch_gradients import branch_gradient_norms
 from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine import distributed as dist_utils
-from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
+from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth, collate
 from harmonicdet.engine.checkpoint import load_checkpoint
-from harmonicdet.engine.config import Config
+from harmonicdet.engine.config import Config, load_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.io import write_json_atomic
 from harmonicdet.engine.train import resolve_device
@@ -61,3 +65,37 @@ def evaluate_run(config: Config, *, checkpoint: Path, out_dir: Optional[Path] = 
 def _consistency_summary(report: Dict[str, Any]) -> Dict[str, Any]:
     overall = report.get("overall", {})
     return {key: overall[key] for key in ("spearman", "pearson") if key in overall}
+
+
+def run_gradient_norms(run_dir: Path, *, batches: int = 4, batch_size: int = 8, seed: int = 0) -> Dict[str, Any]:
+    """Mean :func:`~harmonicdet.analysis.branch_gradients.branch_gradient_norms` of a trained run.
+
+    Loads ``run_dir/config.yaml`` and ``run_dir/model_final.pt`` and averages over the first
+    ``batches`` training batches of ``batch_size`` images, in dataset order with the training
+    augmentation seeded by ``seed`` (the same images for every run of a study). On CPU.
+    Returns ``{"run", "batches", "batch_size", "norms": {term: {branch: mean}},
+    "backbone_cosine": {"a|b": mean}}``.
+    """
+    run_dir = Path(run_dir)
+    if batches < 1 or batch_size < 1:
+        raise ValueError(f"batches and batch_size must be >= 1, got {batches} and {batch_size}")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist: not a training run folder")
+    config = load_config(config_path)
+    train_set, _ = build_datasets(config, need_val=False)
+    if len(train_set) < batches * batch_size:
+        raise ValueError(f"{run_dir}: {batches} batches of {batch_size} need {batches * batch_size} training "
+                         f"images, the run's training set has {len(train_set)}")
+    model = build_model(config)
+    load_weights(model, run_dir / "model_final.pt")
+    torch.manual_seed(seed)  # the training transforms' flips
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    per_batch = [branch_gradient_norms(model, images, targets)
+                 for (images, targets), _ in zip(loader, range(batches))]
+    norms = {term: {branch: statistics.fmean(b["norms"][term][branch] for b in per_batch) for branch in branch_norms}
+             for term, branch_norms in per_batch[0]["norms"].items()}
+    cosine = {pair: statistics.fmean(b["backbone_cosine"][pair] for b in per_batch)
+              for pair in per_batch[0]["backbone_cosine"]}
+    return {"run": str(run_dir), "batches": batches, "batch_size": batch_size, "norms": norms,
+            "backbone_cosine": cosine}
