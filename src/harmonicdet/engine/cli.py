@@ -37,10 +37,10 @@ def _gradients(args: argparse.Namespace) -> int:
         report = run_gradient_norms(Path(run_dir), batches=args.batches, batch_size=args.batch_size)
         reports.append(report)
         print(f"{run_dir}")
-        branches = list(next(iter(report["norms"].values())))
-        print(f"  {'term':<20}" + "".join(f"{b:>24}" for b in branches))
+        widths = {b: len(b) + 2 for b in next(iter(report["norms"].values()))}
+        print(f"  {'term':<20}" + "".join(f"{b:>{w}}" for b, w in widths.items()))
         for term, norms in report["norms"].items():
-            print(f"  {term:<20}" + "".join(f"{norms[b]:>24.4g}" for b in branches))
+            print(f"  {term:<20}" + "".join(f"{norms[b]:>{w}.4g}" for b, w in widths.items()))
         for pair, cosine in report["backbone_cosine"].items():
             print(f"  backbone cosine {pair}: {cosine:+.3f}")
     if args.out:
