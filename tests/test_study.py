@@ -98,7 +98,9 @@ def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, m
 def test_the_shipped_study_expands_to_valid_runs():
     study = load_study(ROOT / "configs" / "studies" / "scenes.yaml")
     names = [run.name for run in study.runs]
-    assert len(names) == 27 and "fcos-qfl-s0" in names and "faster_rcnn-qfl-s0" not in names
+    assert len(names) == 28 and "fcos-qfl-s0" in names and "faster_rcnn-qfl-s0" not in names
+    control = next(run for run in study.runs if run.name == "faster_rcnn-standard_posweight_c1.2-s0")
+    assert control.config["model"]["loss_options"] == {"positive_weight": 1.2}
     assert sum(name.startswith("fcos-harmonicdet-s") for name in names) == 3
     fcos = next(run for run in study.runs if run.arch == "fcos")
     assert fcos.config["model"]["options"]["fcos_anchor_sizes"] == [2, 4, 8, 16, 32]
