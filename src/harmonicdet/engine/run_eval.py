@@ -3,8 +3,8 @@ and the gradient norms per branch of its training loss at its final weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
 import statistics
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
