@@ -22,6 +22,7 @@ from harmonicdet.losses import (
     harmonic_softmax_detection_loss,
     harmonic_terms,
     localization_loss,
+    reversed_fraction,
     task_contrast_loss,
     weight_reduce_loss,
 )
@@ -93,6 +94,88 @@ def test_detach_factors_makes_factors_constants():
     beta_c, beta_r = harmonic_factors(cls.detach(), loc.detach())
     torch.testing.assert_close(cls.grad, 1 + beta_r)
     torch.testing.assert_close(loc.grad, 1 + beta_c)
+
+
+def test_detach_beta_r_gradients_match_closed_forms():
+    # beta_r constant: S-5 loses its exp(-L) log p term, S-10 keeps its +L term
+    p, t = _grid(P_GRID, T_GRID)
+    p, t = p.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    loc = _smooth_l1(t)
+    harmonic_loss(-torch.log(p), loc, detach_factors="beta_r", reduction="sum").backward()
+    dloc_dt = torch.where(t.detach().abs() < 1, t.detach(), t.detach().sign())
+    box_factor = 1 + p.detach()
+    torch.testing.assert_close(t.grad, box_factor * dloc_dt, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p.grad, loc.detach() - (1 + torch.exp(-loc.detach())) / p.detach(),
+                               rtol=1e-12, atol=1e-12)
+    # the reversal is gone: the box gradient has the sign of dL/dt for every p and t
+    assert (t.grad * dloc_dt >= 0).all() and (box_factor >= 1).all()
+    full = p.detach() + 1 + torch.exp(-loc.detach()) * torch.log(p.detach())
+    assert (full < 0).any()  # the grid does hold positives that the full coupling reverses
+
+
+def test_detach_beta_c_gradients_match_closed_forms():
+    # beta_c constant: S-5 whole, S-10 without its +L term
+    p, t = _grid(P_GRID, T_GRID)
+    p, t = p.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    loc = _smooth_l1(t)
+    harmonic_loss(-torch.log(p), loc, detach_factors="beta_c", reduction="sum").backward()
+    dloc_dt = torch.where(t.detach().abs() < 1, t.detach(), t.detach().sign())
+    expected_t = (1 + p.detach() + torch.exp(-loc.detach()) * torch.log(p.detach())) * dloc_dt
+    torch.testing.assert_close(t.grad, expected_t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p.grad, -(1 + torch.exp(-loc.detach())) / p.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", [False, True, "beta_c", "beta_r"])
+@pytest.mark.parametrize("given_beta_c", [False, True])
+def test_detach_modes_match_autograd_with_detached_factors(mode, given_beta_c):
+    g = torch.Generator().manual_seed(5)
+    cls = (torch.rand(32, generator=g, dtype=DT) * 4).requires_grad_(True)
+    loc = (torch.rand(32, generator=g, dtype=DT) * 3).requires_grad_(True)
+    beta_c = torch.rand(32, generator=g, dtype=DT).requires_grad_(True) if given_beta_c else None
+    inputs = (cls, loc) + ((beta_c,) if given_beta_c else ())
+    got = torch.autograd.grad(harmonic_loss(cls, loc, beta_c=beta_c, detach_factors=mode, reduction="sum"),
+                              inputs, allow_unused=True)
+    bc = beta_c if given_beta_c else torch.exp(-cls)
+    br = torch.exp(-loc)
+    bc = bc.detach() if mode in (True, "beta_c") else bc
+    br = br.detach() if mode in (True, "beta_r") else br
+    want = torch.autograd.grad(((1 + br) * cls + (1 + bc) * loc).sum(), inputs, allow_unused=True)
+    zeros = torch.zeros(32, dtype=DT)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(zeros if a is None else a, zeros if b is None else b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["beta", "both", 1, None])
+def test_unknown_detach_mode_is_refused(mode):
+    with pytest.raises(ValueError, match="detach_factors must be one of"):
+        harmonic_loss(torch.ones(2), torch.ones(2), detach_factors=mode)
+
+
+def test_reversed_fraction_equals_hand_count():
+    # S-5 factor 1 + p + beta_r log p: p=0.05, L=0.01 -> 1.05 + 0.990 * -2.996 < 0 (reversed);
+    # p=0.05, L=3 -> 1.05 - 0.149 > 0; p=0.2, L=0 -> 1.2 - 1.609 < 0 (reversed); p=0.9, L=0 -> > 0
+    p = torch.tensor([0.05, 0.05, 0.2, 0.9], dtype=DT)
+    beta_r = torch.exp(-torch.tensor([0.01, 3.0, 0.0, 0.0], dtype=DT))
+    assert reversed_fraction(p, beta_r).item() == 0.5
+    assert reversed_fraction(p, beta_r, "beta_c").item() == 0.5
+    assert reversed_fraction(p, beta_r, "beta_r").item() == 0.0 == reversed_fraction(p, beta_r, True).item()
+    assert reversed_fraction(p[:0], beta_r[:0]).item() == 0.0
+
+
+def test_softmax_objective_logs_reversed_fraction_of_a_crafted_batch():
+    # 2 classes + background; positives with p = 0.05, 0.05, 0.9, 0.1 and SmoothL1 0, 5, 0, 0:
+    # S-5's factor 1 + p + exp(-L) log p is negative for the 1st (1.05 - 3.0) and 4th (1.1 - 2.3) only
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.85, 0.05, 0.1],
+                          [0.8, 0.1, 0.1]], dtype=DT)
+    labels = torch.tensor([1, 1, 1, 2, 0])
+    deltas = torch.tensor([[0.0] * 4, [5.0 + 0.5 / 9, 0, 0, 0], [0.0] * 4, [0.0] * 4], dtype=DT)
+    kwargs = dict(box_deltas=deltas, box_targets=torch.zeros_like(deltas), alpha=0.0, return_stats=True)
+    _, stats = harmonic_softmax_detection_loss(torch.log(probs), labels, **kwargs)
+    assert stats["reversed_frac"].item() == 0.5
+    _, stats = harmonic_softmax_detection_loss(torch.log(probs), labels, detach_factors="beta_r", **kwargs)
+    assert stats["reversed_frac"].item() == 0.0
+    _, stats = harmonic_softmax_detection_loss(torch.log(probs), labels, positive_weight=1.9, **kwargs)
+    assert stats["reversed_frac"].item() == 0.0
 
 
 @pytest.mark.parametrize("given_beta_c", [False, True])

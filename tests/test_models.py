@@ -341,7 +341,7 @@ def test_head_losses_finite_without_positives_and_for_sliver_boxes(arch, loss):
             # no positive: the negatives' plain loss, exactly torchvision's up to summation order
             standard = head_losses(arch, "standard", cls_logits, regression, boxes=boxes, matched=matched)
             torch.testing.assert_close(out["cls"], standard["cls"])
-            assert out["box"] == 0 and loss_stats(loss_part(arch, loss)) == {"beta_c": 0.0, "beta_r": 0.0}
+            assert out["box"] == 0 and loss_stats(loss_part(arch, loss)) == {"beta_c": 0.0, "beta_r": 0.0, "reversed_frac": 0.0}
 
 
 # ---------------------------------------------------------------- model level
@@ -364,8 +364,8 @@ def test_harmonic_training_step(arch, loss):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     optimizer.step()
     stats = loss_stats(model)
-    assert set(stats) == {"beta_c", "beta_r"} | (LEVEL_KEYS if arch == "fcos" else set())
-    assert all(0 < stats[k] <= 1 for k in ("beta_c", "beta_r"))
+    assert set(stats) == {"beta_c", "beta_r", "reversed_frac"} | (LEVEL_KEYS if arch == "fcos" else set())
+    assert all(0 < stats[k] <= 1 for k in ("beta_c", "beta_r")) and 0 <= stats["reversed_frac"] <= 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -7,13 +7,16 @@ Focal Loss of GFL (Li et al. 2020) is included as a peer baseline.
 from .box_iou import aligned_box_iou
 from .detection_losses import harmonic_sigmoid_detection_loss, harmonic_softmax_detection_loss, localization_loss
 from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_from_iou, harmonic_iou_loss
-from .harmonic_loss import harmonic_factors, harmonic_loss, harmonic_terms
+from .harmonic_loss import DETACH_MODES, detach_flags, harmonic_factors, harmonic_loss, harmonic_terms, reversed_fraction
 from .modules import HarmonicIoULoss, HarmonicLoss, QualityFocalLoss, TaskContrastLoss
 from .quality_focal_loss import check_qfl_beta, quality_focal_loss
 from .reduction import weight_reduce_loss
 from .task_contrast_loss import task_contrast_loss
 
 __all__ = [
+    "DETACH_MODES",
+    "detach_flags",
+    "reversed_fraction",
     "aligned_box_iou",
     "check_hiou_gamma",
     "check_qfl_beta",

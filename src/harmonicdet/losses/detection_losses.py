@@ -29,7 +29,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from .box_iou import aligned_box_iou
 from .harmonic_iou_loss import harmonic_iou_from_iou
-from .harmonic_loss import harmonic_terms
+from .harmonic_loss import DetachFactors, harmonic_terms, reversed_fraction
 from .task_contrast_loss import task_contrast_loss
 
 BOX_LOSSES = ("smooth_l1", "l1", "giou", "none")
@@ -111,7 +111,7 @@ def _harmonise_positives(
     iou: Optional[Tensor],
     *,
     beta_c: Optional[Tensor],
-    detach_factors: bool,
+    detach_factors: DetachFactors,
     tc_margin: Optional[float],
     avg_factor: Union[float, Tensor],
     return_stats: bool,
@@ -142,10 +142,14 @@ def _harmonise_positives(
         return losses
     with torch.no_grad():
         num_pos = max(int(loc_loss.numel()), 1)
-        # means over positives; 0 when a batch has none
+        beta_c_pos = beta_c if beta_c is not None else torch.exp(-cls_loss[positive])
+        beta_r_pos = torch.exp(-loc_loss.to(cls_loss.dtype))
+        # means over positives; 0 when a batch has none; constant factors (the control) never reverse
         stats = {
-            "beta_c": (beta_c if beta_c is not None else torch.exp(-cls_loss[positive])).sum() / num_pos,
-            "beta_r": torch.exp(-loc_loss).sum() / num_pos,
+            "beta_c": beta_c_pos.sum() / num_pos,
+            "beta_r": beta_r_pos.sum() / num_pos,
+            "reversed_frac": reversed_fraction(beta_c_pos, beta_r_pos, detach_factors)
+            if positive_weight is None else beta_r_pos.new_zeros(()),
             "num_pos": torch.tensor(float(loc_loss.numel())),
         }
     return losses, stats
@@ -164,7 +168,7 @@ def harmonic_softmax_detection_loss(
     alpha: float = 1.5,
     gamma: float = 0.8,
     tc_margin: Optional[float] = None,
-    detach_factors: bool = False,
+    detach_factors: DetachFactors = False,
     background_label: int = 0,
     avg_factor: Optional[Union[float, Tensor]] = None,
     return_stats: bool = False,
@@ -183,12 +187,12 @@ def harmonic_softmax_detection_loss(
             positives, in the order of ``labels != background_label``.
         box_loss, smooth_l1_beta, alpha, gamma: see :func:`localization_loss`.
         tc_margin: margin of the task-contrasting loss; ``None`` leaves it out.
-        detach_factors: treat the harmonic factors as constants.
+        detach_factors: ``True``/``False``, or ``"beta_c"``/``"beta_r"``: the factor(s) treated as constants.
         background_label: label of negatives (torchvision: 0, mmdetection: C).
         avg_factor: divisor of every summed term; default N, as torchvision's
             ``fastrcnn_loss`` (mean CE over sampled RoIs, box loss sum / N).
-        return_stats: also return ``{"beta_c", "beta_r", "num_pos"}`` (detached
-            means over the positives) for logging.
+        return_stats: also return ``{"beta_c", "beta_r", "reversed_frac", "num_pos"}``
+            (detached means over the positives; see :func:`reversed_fraction`) for logging.
         positive_weight: ``c > 0`` replaces the harmonic factors by the constants
             ``beta_c = beta_r = c - 1``: every positive's CE and ``L_loc`` are multiplied
             by ``c``, negatives unchanged (the ``standard_posweight`` control; ``c = 1``
@@ -235,7 +239,7 @@ def harmonic_sigmoid_detection_loss(
     focal_gamma: float = 2.0,
     beta_c_mode: str = "loss",
     tc_margin: Optional[float] = None,
-    detach_factors: bool = False,
+    detach_factors: DetachFactors = False,
     avg_factor: Optional[Union[float, Tensor]] = None,
     return_stats: bool = False,
     positive_weight: Optional[float] = None,
@@ -260,10 +264,10 @@ def harmonic_sigmoid_detection_loss(
         beta_c_mode: ``"loss"`` | ``"prob"``.
         tc_margin: margin of the task-contrasting loss; ``None`` leaves it out. The
             class distribution is the sigmoid probabilities normalised to sum to 1.
-        detach_factors: treat the harmonic factors as constants.
+        detach_factors: ``True``/``False``, or ``"beta_c"``/``"beta_r"``: the factor(s) treated as constants.
         avg_factor: divisor of every summed term; default ``max(1, P)``, as
             torchvision's RetinaNet and FCOS.
-        return_stats: also return ``{"beta_c", "beta_r", "num_pos"}`` for logging.
+        return_stats: also return ``{"beta_c", "beta_r", "reversed_frac", "num_pos"}`` for logging.
         positive_weight: ``c > 0``: constant factors ``beta_c = beta_r = c - 1`` instead
             of the harmonic ones (positives' terms times ``c``); see the softmax objective.
 

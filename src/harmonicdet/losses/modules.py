@@ -20,7 +20,7 @@ from typing import Optional, Union
 from torch import Tensor, nn
 
 from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_loss
-from .harmonic_loss import harmonic_loss
+from .harmonic_loss import DetachFactors, detach_flags, harmonic_loss
 from .quality_focal_loss import check_qfl_beta, quality_focal_loss
 from .reduction import check_reduction
 from .task_contrast_loss import task_contrast_loss
@@ -76,9 +76,11 @@ class HarmonicLoss(_MMDetLoss):
     with ``reduction="none"``).
     """
 
-    def __init__(self, detach_factors: bool = False, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+    def __init__(self, detach_factors: DetachFactors = False, reduction: str = "mean",
+                 loss_weight: float = 1.0) -> None:
         super().__init__(reduction, loss_weight)
-        self.detach_factors = bool(detach_factors)
+        detach_flags(detach_factors)  # refuse an unknown mode at construction, not at the first forward
+        self.detach_factors = detach_factors
 
     def forward(
         self,

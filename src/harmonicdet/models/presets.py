@@ -21,11 +21,12 @@
 ``alpha = 1.5``, ``gamma = 0.8`` and the TC margin 0.2 are the main paper's values as
 reported by secondary sources (see PAPER.md); ``gamma = 0`` gives the plain IoU-loss
 ablation. The harmonic factors are differentiated through by default (the
-supplement's S-5/S-10); ``detach_factors=True`` is the constant-factor variant.
+supplement's S-5/S-10); ``detach_factors=True`` is the constant-factor variant, and
+``"beta_r"``/``"beta_c"`` make one factor alone a constant.
 
 Statistics (:func:`loss_stats`, floats of the last training forward): harmonic
 presets and ``standard_posweight`` give ``beta_c``/``beta_r`` (for the control, the
-values the harmonic factors would take); ``qfl`` gives ``iou_target`` (mean IoU target
+values the harmonic factors would take) and ``reversed_frac``; ``qfl`` gives ``iou_target`` (mean IoU target
 of the positives); every FCOS head, ``standard`` included, adds ``pos_p3`` ..
 ``pos_p7`` (foreground locations per pyramid level, summed over the batch).
 """
@@ -40,6 +41,7 @@ from torch import nn
 
 from harmonicdet.losses import check_hiou_gamma, check_qfl_beta
 from harmonicdet.losses.detection_losses import BOX_LOSSES, check_positive_weight
+from harmonicdet.losses.harmonic_loss import DetachFactors, detach_flags
 
 PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet", "standard_posweight", "qfl")
 QFL_ARCHS = ("fcos", "retinanet")
@@ -53,7 +55,8 @@ class HarmonicOptions:
         alpha: weight of the Harmonic IoU loss in ``L_loc`` (0: none).
         gamma: HIoU focusing parameter (Eq. S-11, ``<= 1`` by S-13; 0: plain IoU loss).
         tc_margin: task-contrasting margin; ``None`` leaves the TC loss out.
-        detach_factors: treat ``beta_c``/``beta_r`` as constants.
+        detach_factors: ``False`` (S-5/S-10), ``True`` (both factors constants), ``"beta_r"`` or
+            ``"beta_c"`` (that factor alone a constant); see :func:`harmonicdet.losses.harmonic_loss`.
         beta_c_mode: sigmoid heads: ``"loss"`` (``exp(-focal)``) or ``"prob"`` (ground-truth probability);
             softmax heads have ``exp(-CE) = p`` either way (Eq. S-4).
         box_loss: the box term of ``L_loc``: ``"smooth_l1"``, ``"l1"``, ``"giou"`` or ``"none"`` (HIoU
@@ -66,7 +69,7 @@ class HarmonicOptions:
     alpha: float = 0.0
     gamma: float = 0.8
     tc_margin: Optional[float] = None
-    detach_factors: bool = False
+    detach_factors: DetachFactors = False
     beta_c_mode: str = "loss"
     box_loss: Optional[str] = None
     positive_weight: Optional[float] = None
@@ -125,6 +128,7 @@ def harmonic_options(preset: str, overrides: Mapping[str, Any]) -> Union[None, H
     if options.alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {options.alpha}")
     check_hiou_gamma(options.gamma)
+    detach_flags(options.detach_factors)
     if options.tc_margin is not None and options.tc_margin < 0:
         raise ValueError(f"tc_margin must be >= 0 or None, got {options.tc_margin}")
     if options.beta_c_mode not in ("loss", "prob"):
@@ -146,10 +150,10 @@ class StatsMixin:
 
 
 class HarmonicStatsMixin(StatsMixin):
-    """Keeps the batch means of ``beta_c`` and ``beta_r`` of the last training forward (detached)."""
+    """Keeps the batch means of ``beta_c``, ``beta_r`` and ``reversed_frac`` of the last training forward (detached)."""
 
     def _record_stats(self, stats: Mapping[str, torch.Tensor],
-                      keys: Optional[Sequence[str]] = ("beta_c", "beta_r")) -> None:
+                      keys: Optional[Sequence[str]] = ("beta_c", "beta_r", "reversed_frac")) -> None:
         super()._record_stats(stats, keys)
 
 
@@ -159,7 +163,10 @@ def loss_stats(model: nn.Module) -> Dict[str, float]:
     ============================== ==============================================
     harmonic presets,              ``beta_c``, ``beta_r``: means over the positives
     ``standard_posweight``         (for the control: the values the harmonic
-                                   factors would take; 0 without positives)
+                                   factors would take; 0 without positives);
+                                   ``reversed_frac``: fraction of positives whose
+                                   S-5 box-gradient factor is negative (0 for the
+                                   control and with ``beta_r`` detached)
     ``qfl``                        ``iou_target``: mean IoU target of the positives
     FCOS, every preset             plus ``pos_p3`` .. ``pos_p7``: foreground
                                    locations per pyramid level, summed over the batch

@@ -42,7 +42,7 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"harmonic RetinaNet supports box losses {BOX_LOSSES}, not {box_loss!r}")
         totals: Dict[str, List[Tensor]] = {}
-        weighted = {"beta_c": [], "beta_r": []}
+        weighted = {"beta_c": [], "beta_r": [], "reversed_frac": []}
         counts = []
         for index, (targets_per_image, matched) in enumerate(zip(targets, matched_idxs)):
             cls_logits = head_outputs["cls_logits"][index]
