@@ -15,6 +15,7 @@ from harmonicdet.data import (
     make_scenes,
 )
 from harmonicdet.engine.config import Config
+from harmonicdet.engine.schema import check_loss_options
 from harmonicdet.models import build_detector
 
 __all__ = ["build_datasets", "build_model", "coco_ground_truth", "collate", "scenes_paths"]
@@ -85,6 +86,7 @@ def build_model(config: Config) -> torch.nn.Module:
     clash = set(options) & set(model["loss_options"])
     if clash:
         raise ValueError(f"model.options and model.loss_options both set {sorted(clash)}")
+    check_loss_options(model["loss"], model["loss_options"])
     return build_detector(model["arch"], model["num_classes"], loss=model["loss"], backbone=model["backbone"],
                           image_size=model["image_size"], pretrained=model["pretrained"],
                           **options, **model["loss_options"])

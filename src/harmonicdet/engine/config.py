@@ -59,6 +59,8 @@ DEFAULTS: Config = {
     "eval": {
         "batch_size": 16,
         "candidates": False,  # also collect pre-NMS candidates for the NMS ranking loss
+        "every": None,  # iterations: evaluate during training every K iterations and at the end; null: never
+        "subset": None,  # images of the validation set the periodic evaluation uses (the first N); null: all
     },
 }
 
@@ -68,6 +70,8 @@ def _merge(base: Config, update: Mapping[str, Any], where: str, schema: Mapping[
         if key not in schema:
             raise ValueError(f"{where}: unknown field {key!r} (valid: {', '.join(sorted(schema))})")
         # sections of DEFAULTS merge field by field; free-form fields ({} or None there) take the value as it is
+        if isinstance(schema[key], dict) and schema[key] and not isinstance(value, Mapping):
+            raise ValueError(f"{where}: {key} must be a mapping of its fields, got {type(value).__name__}")
         if isinstance(schema[key], dict) and schema[key] and isinstance(value, Mapping):
             _merge(base[key], value, f"{where}.{key}", schema[key])
         else:
@@ -87,8 +91,11 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
     """Defaults, then ``base``, then the YAML file at ``path``, then ``key=value`` overrides.
 
     Override values are parsed as YAML (``train.lr=0.02``, ``model.loss_options={alpha: 1}``).
+    The result is validated by :func:`harmonicdet.engine.schema.validate_config` (types, ranges,
+    enums); an error names the field and the file or ``--set`` that gave it.
     """
     config = copy.deepcopy(DEFAULTS)
+    origins: Dict[str, str] = {}
     if base is not None:
         _merge(config, base, "config")
     if path is not None:
@@ -100,13 +107,33 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
         if not isinstance(loaded, Mapping):
             raise ValueError(f"{path}: the top level must be a mapping of sections")
         _merge(config, loaded, str(path))
+        _record_origins(origins, loaded, str(path))
     for text in overrides:
         keys, value = _parse_override(text)
         nested: Dict[str, Any] = value
         for key in reversed(keys):
             nested = {key: nested}
         _merge(config, nested, f"--set {text}")
-    return config
+        _record_origins(origins, nested, f"--set {text}")
+    from harmonicdet.engine.schema import validate_config  # pydantic and the model constants, only when loading
+
+    return validate_config(config, origin=lambda field: _origin(origins, field))
+
+
+def _record_origins(origins: Dict[str, str], update: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Remember which file or ``--set`` gave each (dotted) field, for error messages."""
+    for key, value in update.items():
+        origins[prefix + str(key)] = source
+        if isinstance(value, Mapping):
+            _record_origins(origins, value, source, f"{prefix}{key}.")
+
+
+def _origin(origins: Mapping[str, str], field: str) -> str:
+    parts = field.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in origins:
+            return origins[".".join(parts[:end])]
+    return "config"
 
 
 def dump_config(config: Mapping[str, Any]) -> str:
