@@ -1,0 +1,8 @@
+"""Optional integrations with other training frameworks.
+
+Each integration is its own module and imports its framework only when imported
+itself, so the core package never needs them:
+
+* :mod:`harmonicdet.integrations.ultralytics`: the Harmonic loss in Ultralytics YOLO
+  training (YOLOv8, YOLO11, YOLO26); ``pip install "harmonicdet[ultralytics]"``.
+"""

@@ -1,0 +1,454 @@
+"""The Harmonic loss in Ultralytics YOLO training (YOLOv8, YOLO11, YOLO26), offline.
+
+Usage (``pip install "harmonicdet[ultralytics]"``)::
+
+    from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer   # before ultralytics
+    from ultralytics import YOLO
+    YOLO("yolo11n.yaml").train(data="data.yaml", trainer=HarmonicDetectionTrainer, epochs=100)
+    # options: a trainer class that carries them (Ultralytics refuses unknown train() keys)
+    trainer = HarmonicDetectionTrainer.with_options("harmonicdet", detach_factors=True, tc_margin=0.3)
+
+Nothing of Ultralytics is patched: the trainer's ``get_model`` returns
+:class:`HarmonicDetectionModel`, a ``DetectionModel`` whose ``init_criterion`` returns
+:class:`HarmonicDetectionLoss` (a ``v8DetectionLoss``), or for YOLO26's end-to-end head
+``E2ELoss(model, loss_fn=HarmonicDetectionLoss)``.
+
+**The loss.** Ultralytics' per-anchor terms, with TAL's soft targets ``t`` (the
+normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k t_k``:
+``cls = sum_k BCE(x_k, t_k)``, ``box = 1 - CIoU``, ``dfl`` (or YOLO26's ``l1``), summed as
+``cls_gain * sum_all cls / T + box_gain * sum_fg w box / T + dfl_gain * sum_fg w dfl / T``,
+``T = max(1, sum t)``. Eq. S-1 is applied per foreground anchor to
+
+* ``L_cls = sum_k [BCE(x_k, t_k) - H(t_k)]`` = KL(t || sigmoid(x)), the BCE minus its
+  minimum, the targets' binary entropy ``H``. Against a soft target BCE never reaches 0, so
+  ``exp(-BCE)`` stays below ``exp(-H(t))`` however good the prediction (docs/results/yolo:
+  on the scenes that ceiling averages well below 1); ``exp(-KL)`` is 1 when the prediction
+  equals the target, as ``exp(-CE) = p`` is for the paper's one-hot targets.
+* ``L_loc = (box_gain * box + dfl_gain * (dfl - H_dfl) [+ alpha * box_gain * HIoU]) / G``,
+  ``G`` the sum of those gains: the box loss as Ultralytics weighs its parts, but on the
+  scale of one unit-weight loss. DFL's two-bin soft target has the same entropy floor
+  ``H_dfl`` (mean over the 4 sides), removed likewise; YOLO26's L1 has none.
+
+``beta_c = exp(-L_cls)`` (or with ``beta_c_mode="prob"`` the sigmoid probability of the
+assigned class), ``beta_r = exp(-L_loc)``: **the gains sit outside the exponentials**. With
+them inside (``exp(-7.5 (1 - CIoU) - ...)``) ``beta_r`` is near 0 for all but perfect
+boxes and the coupling vanishes (measured in docs/results/yolo). Then, by
+:func:`harmonicdet.losses.harmonic_terms` (gradients through the factors unless
+``detach_factors``), the terms Ultralytics sums become
+
+* ``cls_loss = cls_gain * (sum_bg BCE + sum_fg [(1 + beta_r) L_cls + H(t)]) / T``,
+* ``box_loss + dfl_loss [+ hiou_loss] = sum_fg w [(1 + beta_c) G L_loc + dfl_gain H_dfl] / T``,
+  logged split by each part's share,
+* ``tc_loss = sum_fg TC(p, IoU) / T`` with ``tc_margin`` (gain 1).
+
+The entropies are constants: background anchors keep plain BCE, and with ``beta = 0`` every
+term is Ultralytics' own, so ``T`` and the gains keep their meaning. Preset ``"standard"``
+is Ultralytics' loss itself (``v8DetectionLoss`` / ``E2ELoss``), to the bit.
+
+**Offline.** Importing this module sets, unless already set, ``YOLO_OFFLINE=1`` (Ultralytics
+skips its import-time DNS probe and update checks), ``YOLO_AUTOINSTALL=0`` (no ``pip``
+subprocess) and ``YOLO_CONFIG_DIR=./runs/ultralytics-config`` (absolute; inside the
+``runs`` folder Ultralytics writes to by default, never ``$HOME`` silently; set it yourself
+to share one folder), then copies matplotlib's DejaVuSans.ttf there as ``Arial.ttf`` and
+``Arial.Unicode.ttf`` (Ultralytics' dataset check downloads them otherwise). Import it
+**before** ``ultralytics``: the variables are read when Ultralytics is imported. On a CUDA
+device the AMP check downloads ``yolo26n.pt``; without that file in Ultralytics' weights
+folder the trainer skips the check (a warning) and trains without AMP.
+
+**Checkpoints** hold the model as Ultralytics' own ``DetectionModel`` (plus a plain dict
+attribute ``harmonicdet_loss``), so they load in a process that never imported harmonicdet.
+``YOLO("last.pt").train(resume=True)`` without ``trainer=`` therefore resumes with
+Ultralytics' stock loss; ``train(resume=True, trainer=HarmonicDetectionTrainer)`` restores
+the harmonic loss with the checkpoint's options (a trainer with other explicit options is
+refused).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+_ENV_DEFAULTS = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+
+
+def _prepare_environment() -> None:
+    """Set the offline variables (unless set) before Ultralytics reads them at its import."""
+    if "ultralytics" in sys.modules and not all(k in os.environ for k in (*_ENV_DEFAULTS, "YOLO_CONFIG_DIR")):
+        warnings.warn("ultralytics was imported before harmonicdet.integrations.ultralytics: its import-time settings "
+                      "(YOLO_OFFLINE, YOLO_AUTOINSTALL, YOLO_CONFIG_DIR) may not be the offline ones; import "
+                      "harmonicdet.integrations.ultralytics first", RuntimeWarning, stacklevel=3)
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path("runs", "ultralytics-config").resolve()))
+
+
+_prepare_environment()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+from ultralytics.utils import LOGGER, RANK, USER_CONFIG_DIR, WEIGHTS_DIR  # noqa: E402
+from ultralytics.utils.loss import E2ELoss, v8DetectionLoss  # noqa: E402
+from ultralytics.utils.metrics import bbox_iou  # noqa: E402
+from ultralytics.utils.tal import bbox2dist, make_anchors  # noqa: E402
+
+from harmonicdet.losses.harmonic_iou_loss import harmonic_iou_from_iou  # noqa: E402
+from harmonicdet.losses.harmonic_loss import harmonic_terms  # noqa: E402
+from harmonicdet.losses.task_contrast_loss import task_contrast_loss  # noqa: E402
+from harmonicdet.models.presets import HarmonicOptions, harmonic_options  # noqa: E402
+
+__all__ = [
+    "HarmonicDetectionLoss",
+    "HarmonicDetectionModel",
+    "HarmonicDetectionTrainer",
+    "PRESETS",
+    "build_criterion",
+    "criterion_stats",
+    "ensure_fonts",
+    "loss_options",
+]
+
+PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet")
+DEFAULT_PRESET = "harmonic"
+_REFUSED_OPTIONS = ("box_loss", "positive_weight")  # YOLO keeps its own box loss; no control preset here
+FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+def ensure_fonts(config_dir: Optional[os.PathLike] = None) -> None:
+    """Copy matplotlib's DejaVuSans.ttf into Ultralytics' config folder as each of :data:`FONTS` that is missing.
+
+    Ultralytics' ``check_font`` looks there first and downloads the font otherwise.
+    """
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    folder = Path(config_dir) if config_dir is not None else USER_CONFIG_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FONTS:
+        target = folder / name
+        if not target.exists() and source.is_file():
+            partial = target.with_name(f".{name}.{os.getpid()}.part")
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)  # atomic: a concurrent check_font never sees half a font
+
+
+ensure_fonts()
+
+
+def loss_options(loss: str = DEFAULT_PRESET, **overrides: Any) -> Optional[HarmonicOptions]:
+    """The validated options of a preset for YOLO; ``None`` for ``"standard"`` (Ultralytics' own loss).
+
+    Presets and options as :func:`harmonicdet.models.presets.harmonic_options` (``alpha``,
+    ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``); ``box_loss`` is refused
+    (YOLO keeps CIoU + DFL/L1), as are the presets ``qfl`` and ``standard_posweight``.
+    """
+    if loss not in PRESETS:
+        raise ValueError(f"loss must be one of {PRESETS} for Ultralytics, got {loss!r}")
+    refused = sorted(set(overrides) & set(_REFUSED_OPTIONS))
+    if refused:
+        raise ValueError(f"option(s) {refused} are not available with Ultralytics (YOLO keeps its own box loss)")
+    return harmonic_options(loss, overrides)
+
+
+def _loss_spec(loss: str, overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    loss_options(loss, **overrides)  # validate now, not at the first batch
+    return {"loss": loss, **dict(overrides)}
+
+
+def _options_of(spec: Mapping[str, Any]) -> Optional[HarmonicOptions]:
+    spec = dict(spec)
+    return loss_options(spec.pop("loss", DEFAULT_PRESET), **spec)
+
+
+class HarmonicDetectionLoss(v8DetectionLoss):
+    """``v8DetectionLoss`` with Eq. S-1 on each foreground anchor (see the module docstring).
+
+    Args:
+        model: the (de-paralleled) ``DetectionModel``; gains come from ``model.args``.
+        tal_topk, tal_topk2: TAL settings, as ``v8DetectionLoss`` (``E2ELoss`` passes them).
+        options: :func:`loss_options`; ``None``: exactly ``v8DetectionLoss``.
+
+    Attributes:
+        last_stats: detached statistics of the last call (means over foreground anchors):
+            ``beta_c``, ``beta_r`` (the factors used), ``beta_c_bce`` (``exp(-BCE)``, no entropy
+            removed), ``beta_c_ceiling`` (``exp(-H(t))``, the most ``beta_c_bce`` can reach),
+            ``beta_c_gains_inside`` and ``beta_r_gains_inside`` (the factors with the gains in
+            the exponent), ``beta_r_std`` and ``beta_r_gains_inside_std``, ``target_score``,
+            ``num_fg``.
+    """
+
+    def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: Optional[int] = None, *,
+                 options: Optional[HarmonicOptions] = None) -> None:
+        super().__init__(model, tal_topk=tal_topk, tal_topk2=tal_topk2)
+        self.options = options
+        self.last_stats: Dict[str, torch.Tensor] = {}
+        if options is not None:
+            extra = (("hiou_loss",) if options.alpha > 0 else ()) + (("tc_loss",) if options.tc_margin is not None else ())
+            self.loss_names = tuple(self.loss_names) + extra
+
+    # ---- per-anchor terms -------------------------------------------------------------------
+    def anchor_terms(self, pred_scores, pred_distri, pred_bboxes, anchor_points, stride_tensor, imgsz,
+                     target_labels, target_bboxes, target_scores, fg_mask) -> Dict[str, torch.Tensor]:
+        """Ultralytics' per-anchor terms (``target_bboxes`` in grid units, as ``BboxLoss`` gets them).
+
+        Returns ``cls_bg`` (summed BCE of background anchors) and, per foreground anchor,
+        ``bce``, ``cls_entropy``, ``weight`` (``w``), ``box`` (``1 - CIoU``), ``iou`` (plain),
+        ``dfl`` (DFL or L1) and ``dfl_entropy``, ``probs`` and ``label``: with unit factors
+        ``cls_gain (cls_bg + sum bce) / T``, ``box_gain sum w box / T``, ``dfl_gain sum w dfl / T``
+        are Ultralytics' three losses.
+        """
+        dtype = pred_scores.dtype
+        fg = fg_mask.nonzero(as_tuple=True)
+        targets = target_scores.to(dtype)
+        bce = self.bce(pred_scores, targets)
+        t_fg = targets[fg]
+        entropy = -(torch.special.xlogy(t_fg, t_fg) + torch.special.xlogy(1 - t_fg, 1 - t_fg))
+        if self.class_weights is not None:
+            bce = bce * self.class_weights
+            entropy = entropy * self.class_weights.view(1, -1)
+        cls_all = bce.sum(-1)
+        terms = {"cls_bg": (cls_all * (~fg_mask)).sum(), "bce": cls_all[fg], "cls_entropy": entropy.sum(-1),
+                 "weight": target_scores[fg].sum(-1)}
+        pred_fg, target_fg = pred_bboxes[fg], target_bboxes[fg]
+        terms["box"] = 1.0 - bbox_iou(pred_fg, target_fg, xywh=False, CIoU=True).squeeze(-1)
+        terms["iou"] = bbox_iou(pred_fg, target_fg, xywh=False).squeeze(-1)
+        if self.use_dfl:
+            ltrb = bbox2dist(anchor_points, target_bboxes, self.reg_max - 1)[fg]
+            dfl = self.bbox_loss.dfl_loss(pred_distri[fg].view(-1, self.reg_max), ltrb).squeeze(-1)
+            ltrb = ltrb.clamp(0, self.reg_max - 1 - 0.01)  # DFLoss's clamp, so the entropy is its minimum
+            right = ltrb - ltrb.floor()
+            left = 1 - right
+            terms["dfl_entropy"] = -(torch.special.xlogy(left, left) + torch.special.xlogy(right, right)).mean(-1)
+        else:  # YOLO26: L1 on the ltrb distances normalised by the image size; its minimum is 0
+            scale = imgsz[[1, 0, 1, 0]]
+            ltrb = bbox2dist(anchor_points, target_bboxes) * stride_tensor / scale
+            dfl = F.l1_loss((pred_distri * stride_tensor / scale)[fg], ltrb[fg], reduction="none").mean(-1)
+            terms["dfl_entropy"] = torch.zeros_like(dfl)
+        terms["dfl"] = dfl
+        terms["probs"] = pred_scores[fg].sigmoid()
+        terms["label"] = target_labels[fg].long()
+        return terms
+
+    # ---- the loss -----------------------------------------------------------------------------
+    def get_assigned_targets_and_loss(self, preds: Dict[str, torch.Tensor], batch: Dict[str, Any],
+                                      **assign_kwargs) -> tuple:
+        """As ``v8DetectionLoss.get_assigned_targets_and_loss``, with Eq. S-1 on the foreground anchors."""
+        if self.options is None:
+            return super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
+        pred_distri = preds["boxes"].permute(0, 2, 1).contiguous()
+        pred_scores = preds["scores"].permute(0, 2, 1).contiguous()
+        anchor_points, stride_tensor = make_anchors(preds["feats"], self.stride, 0.5)
+        dtype = pred_scores.dtype
+        batch_size = pred_scores.shape[0]
+        imgsz = torch.tensor(preds["feats"][0].shape[2:], device=self.device, dtype=dtype) * self.stride[0]
+        targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
+        targets = self.preprocess(targets.to(self.device), batch_size, scale_tensor=imgsz[[1, 0, 1, 0]])
+        gt_labels, gt_bboxes = targets.split((1, 4), 2)
+        mask_gt = gt_bboxes.sum(2, keepdim=True).gt_(0.0)
+        pred_bboxes = self.bbox_decode(anchor_points, pred_distri)
+        target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx = self.assigner(
+            pred_scores.detach().sigmoid(),
+            (pred_bboxes.detach() * stride_tensor).type(gt_bboxes.dtype),
+            anchor_points * stride_tensor,
+            gt_labels,
+            gt_bboxes,
+            mask_gt,
+            **assign_kwargs,
+        )
+        target_scores_sum = target_scores.sum().clamp_(min=1)
+        terms = self.anchor_terms(pred_scores, pred_distri, pred_bboxes, anchor_points, stride_tensor, imgsz,
+                                  target_labels, target_bboxes / stride_tensor, target_scores, fg_mask)
+        loss = self.harmonic_loss(terms, target_scores_sum)
+        return (
+            (fg_mask, target_gt_idx, target_bboxes, anchor_points, stride_tensor),
+            loss,
+            dict(zip(self.loss_names, loss.detach())),
+        )
+
+    def harmonic_loss(self, terms: Mapping[str, torch.Tensor], target_scores_sum: torch.Tensor) -> torch.Tensor:
+        """The loss vector (``loss_names`` order, gains applied, not times the batch size) from :meth:`anchor_terms`."""
+        opts, hyp = self.options, self.hyp
+        g_box, g_cls, g_dfl = float(hyp.box), float(hyp.cls), float(hyp.dfl)
+        kl = terms["bce"] - terms["cls_entropy"]
+        dtype = kl.dtype
+        dfl_kl = terms["dfl"] - terms["dfl_entropy"]
+        parts = [(g_box, terms["box"]), (g_dfl, dfl_kl)]
+        if opts.alpha > 0:
+            parts.append((opts.alpha * g_box, harmonic_iou_from_iou(terms["iou"], opts.gamma)))
+        gains = sum(g for g, _ in parts)
+        mix = [g / gains for g, _ in parts] if gains > 0 else [1.0 / len(parts)] * len(parts)
+        loc = sum(m * c for m, (_, c) in zip(mix, parts)).to(dtype)
+        gt_prob = terms["probs"].gather(1, terms["label"].unsqueeze(1)).squeeze(1)
+        beta_c = gt_prob.to(dtype) if opts.beta_c_mode == "prob" else None
+        cls_term, loc_term = harmonic_terms(kl, loc, detach_factors=opts.detach_factors, beta_c=beta_c)
+        weight = terms["weight"].to(dtype)
+        cls_total = g_cls * (terms["cls_bg"] + cls_term.sum() + terms["cls_entropy"].sum()) / target_scores_sum
+        loc_total = (weight * (gains * loc_term + g_dfl * terms["dfl_entropy"])).sum() / target_scores_sum
+        with torch.no_grad():  # the logged split of loc_total into its parts, by their values
+            factor = 1 + (beta_c if beta_c is not None else torch.exp(-kl))
+            values = [(weight * factor * g_box * terms["box"]).sum(),
+                      (weight * (factor * g_dfl * dfl_kl + g_dfl * terms["dfl_entropy"])).sum()]
+            if opts.alpha > 0:
+                values.append((weight * factor * parts[2][0] * parts[2][1]).sum())
+            values = torch.stack(values)
+            shares = values / values.sum().clamp(min=torch.finfo(values.dtype).tiny)
+        box_parts = loc_total * shares.to(loc_total.dtype)
+        out = [box_parts[0], cls_total, box_parts[1]]
+        if opts.alpha > 0:
+            out.append(box_parts[2])
+        if opts.tc_margin is not None:
+            tc = task_contrast_loss(terms["probs"], gt_prob, terms["iou"].to(gt_prob.dtype), margin=opts.tc_margin)
+            out.append(tc.sum() / target_scores_sum)
+        self._record(terms, kl, loc, beta_c, gains, g_cls)
+        return torch.stack([o.to(dtype).reshape(()) for o in out])
+
+    @torch.no_grad()
+    def _record(self, terms, kl, loc, beta_c, gains, g_cls) -> None:
+        n = max(int(kl.numel()), 1)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return x.float().sum() / n
+
+        def std(x: torch.Tensor) -> torch.Tensor:
+            return x.float().std(correction=0) if x.numel() > 1 else x.new_zeros((), dtype=torch.float32)
+
+        beta_r, beta_r_in = torch.exp(-loc), torch.exp(-gains * loc)
+        gt_target = terms["weight"]
+        self.last_stats = {
+            "beta_c": mean(beta_c if beta_c is not None else torch.exp(-kl)),
+            "beta_r": mean(beta_r),
+            "beta_c_bce": mean(torch.exp(-terms["bce"])),
+            "beta_c_ceiling": mean(torch.exp(-terms["cls_entropy"])),
+            "beta_c_gains_inside": mean(torch.exp(-g_cls * kl)),
+            "beta_r_gains_inside": mean(beta_r_in),
+            "beta_r_std": std(beta_r),
+            "beta_r_gains_inside_std": std(beta_r_in),
+            "target_score": mean(gt_target),
+            "num_fg": torch.tensor(float(kl.numel())),
+        }
+
+
+def build_criterion(model: torch.nn.Module, options: Optional[HarmonicOptions]):
+    """The criterion ``DetectionModel.init_criterion`` would build, with the harmonic loss.
+
+    ``E2ELoss`` (YOLO26's one-to-many + one-to-one heads) with ``loss_fn=HarmonicDetectionLoss``
+    when the head has ``one2one_cv2``, else :class:`HarmonicDetectionLoss`. ``options=None``
+    builds exactly Ultralytics' criterion.
+    """
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:
+        return E2ELoss(model, loss_fn=functools.partial(HarmonicDetectionLoss, options=options))
+    return HarmonicDetectionLoss(model, options=options)
+
+
+def criterion_stats(model: torch.nn.Module) -> Dict[str, float]:
+    """``last_stats`` of the model's criterion as floats (the one-to-many branch for YOLO26); ``{}`` before any."""
+    model = getattr(model, "module", model)
+    criterion = getattr(model, "criterion", None)
+    criterion = getattr(criterion, "one2many", criterion)
+    return {k: float(v) for k, v in getattr(criterion, "last_stats", {}).items()}
+
+
+class HarmonicDetectionModel(DetectionModel):
+    """A ``DetectionModel`` whose ``init_criterion`` builds the harmonic criterion.
+
+    Args:
+        cfg, ch, nc, verbose: as ``DetectionModel``.
+        loss: ``{"loss": preset, **options}``, stored as the plain dict ``harmonicdet_loss``
+            (plain data, so pickled checkpoints need no harmonicdet).
+    """
+
+    def __init__(self, cfg="yolo11n.yaml", ch: int = 3, nc: Optional[int] = None, verbose: bool = True, *,
+                 loss: Optional[Mapping[str, Any]] = None) -> None:
+        spec = dict(loss) if loss is not None else {"loss": DEFAULT_PRESET}
+        _options_of(spec)  # validate before building the network
+        super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
+        self.harmonicdet_loss = spec
+
+    def init_criterion(self):
+        return build_criterion(self, _options_of(self.harmonicdet_loss))
+
+
+def _plain_class(model: torch.nn.Module) -> type:
+    """The first Ultralytics class in the model's MRO (``DetectionModel`` for :class:`HarmonicDetectionModel`)."""
+    for cls in type(model).__mro__:
+        if cls.__module__.split(".")[0] == "ultralytics":
+            return cls
+    return type(model)
+
+
+class HarmonicDetectionTrainer(DetectionTrainer):
+    """Ultralytics' ``DetectionTrainer`` training with the Harmonic loss (default preset ``"harmonic"``).
+
+    ``YOLO("yolo11n.yaml").train(data=..., trainer=HarmonicDetectionTrainer)``; options through
+    :meth:`with_options`. Checkpoints store a plain ``DetectionModel``; resuming with this
+    trainer restores the loss the checkpoint was trained with.
+    """
+
+    loss_spec: Mapping[str, Any] = {"loss": DEFAULT_PRESET}
+    explicit_options: bool = False
+
+    @classmethod
+    def with_options(cls, loss: str = DEFAULT_PRESET, **options: Any) -> type:
+        """A trainer class carrying a loss preset and options (validated now).
+
+        ``trainer=HarmonicDetectionTrainer.with_options("harmonicdet", detach_factors=True)``;
+        options as :func:`loss_options`. ``"standard"`` is Ultralytics' own loss (a control).
+        """
+        spec = _loss_spec(loss, options)
+        name = f"{cls.__name__}_{loss}"
+        return type(name, (cls,), {"loss_spec": spec, "explicit_options": True, "__module__": cls.__module__,
+                                   "__qualname__": name, "__doc__": f"{cls.__name__} with {spec}."})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        ensure_fonts()
+        self.active_loss_spec: Dict[str, Any] = dict(self.loss_spec)
+        super().__init__(*args, **kwargs)
+
+    def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        """A :class:`HarmonicDetectionModel`; on resume, with the loss stored in the checkpoint."""
+        if getattr(self, "resume", False) and weights is not None:
+            saved = getattr(weights, "harmonicdet_loss", None)
+            if saved is None:
+                raise ValueError("this checkpoint was trained with Ultralytics' stock loss; resume it without "
+                                 "trainer=HarmonicDetectionTrainer, or start a new run")
+            if self.explicit_options and dict(saved) != dict(self.loss_spec):
+                raise ValueError(f"the checkpoint was trained with {dict(saved)}, the trainer has "
+                                 f"{dict(self.loss_spec)}: resume with trainer=HarmonicDetectionTrainer")
+            self.active_loss_spec = dict(saved)
+        model = HarmonicDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"],
+                                       verbose=verbose and RANK == -1, loss=self.active_loss_spec)
+        model = self.set_model_names_for_load(model)
+        if weights:
+            model.load(weights)
+        if RANK in {-1, 0}:
+            LOGGER.info(f"harmonicdet: loss {self.active_loss_spec}")
+        return model
+
+    def _setup_train(self):
+        # check_amp() downloads yolo26n.pt on CUDA; offline without it, skip the check and train in fp32
+        if (os.environ.get("YOLO_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on", "y", "t"}
+                and self.device.type == "cuda" and self.args.amp not in (False, "fp32", "bf16")
+                and not (WEIGHTS_DIR / "yolo26n.pt").is_file()):
+            LOGGER.warning(f"harmonicdet: offline and {WEIGHTS_DIR / 'yolo26n.pt'} is missing, so Ultralytics' AMP "
+                           "check cannot run: training with amp=False (place the file there, or pass amp='bf16')")
+            self.args.amp = False
+        return super()._setup_train()
+
+    def save_model(self):
+        """Ultralytics' checkpoint, with the model saved as its Ultralytics class (loads without harmonicdet)."""
+        ema = self.ema.ema if getattr(self, "ema", None) is not None else None
+        if ema is None:
+            return super().save_model()
+        own = type(ema)
+        ema.__class__ = _plain_class(ema)
+        try:
+            return super().save_model()
+        finally:
+            ema.__class__ = own
+
