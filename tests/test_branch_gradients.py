@@ -12,7 +12,6 @@ from harmonicdet.cli import main
 from harmonicdet.engine.train import train
 from harmonicdet.models import build_detector
 
-from test_engine import tiny_config
 
 
 class LinearToy(nn.Module):
@@ -83,7 +82,7 @@ def test_harmonic_fcos_couples_the_branches_unless_detached(loss, options, coupl
     assert norms["classification"]["head.classification_head"] > 0 and norms["bbox_regression"]["backbone"] > 0
 
 
-def test_gradients_command_on_a_trained_run(scenes, tmp_path, capsys):
+def test_gradients_command_on_a_trained_run(scenes, tmp_path, capsys, tiny_config):
     out = train(tiny_config(scenes, tmp_path / "run", **{"train.max_iters": 1}), show_progress=False)
     report_path = tmp_path / "gradients.json"
     assert main(["gradients", str(out), "--batches", "2", "--batch-size", "4", "--out", str(report_path)]) == 0

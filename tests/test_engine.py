@@ -27,18 +27,6 @@ from harmonicdet.engine.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_config(scenes: Path, out: Path, **overrides) -> dict:
-    """A few-iteration CPU config on the test scenes; ``overrides`` are ``key=value`` strings."""
-    base = {
-        "output_dir": str(out),
-        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 128},
-        "data": {"train": scenes_paths(scenes, "train"), "val": scenes_paths(scenes, "val")},
-        "train": {"batch_size": 4, "max_iters": 4, "warmup_iters": 0, "log_every": 1, "device": "cpu"},
-        "eval": {"batch_size": 8},
-    }
-    return load_config(base=base, overrides=[f"{k}={v}" for k, v in overrides.items()])
-
-
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
     return env
@@ -87,14 +75,14 @@ def test_schedules_warm_up_then_decay():
         build_optimizer(model, dict(cfg, optimizer="rmsprop"))
 
 
-def test_num_classes_must_match_the_data(scenes, tmp_path):
+def test_num_classes_must_match_the_data(scenes, tmp_path, tiny_config):
     with pytest.raises(ValueError, match=r"model.num_classes is 5 .* 10 classes"):
         build_datasets(tiny_config(scenes, tmp_path, **{"model.num_classes": 5}))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["fcos", "faster_rcnn"])
-def test_short_training_and_evaluation_equal_faster_coco_eval(scenes, tmp_path, arch):
+def test_short_training_and_evaluation_equal_faster_coco_eval(scenes, tmp_path, arch, tiny_config):
     from faster_coco_eval import COCO, COCOeval_faster
 
     config = tiny_config(scenes, tmp_path / arch, **{"model.arch": arch, "model.loss": "harmonicdet"})
@@ -119,7 +107,7 @@ def test_short_training_and_evaluation_equal_faster_coco_eval(scenes, tmp_path, 
     assert "overall" in report["consistency"]
 
 
-def test_training_refuses_to_overwrite_a_run(scenes, tmp_path):
+def test_training_refuses_to_overwrite_a_run(scenes, tmp_path, tiny_config):
     config = tiny_config(scenes, tmp_path, **{"train.max_iters": 1})
     train(config, show_progress=False)
     with pytest.raises(ValueError, match="pass --resume"):
@@ -131,7 +119,7 @@ def _train_command(config_path: Path, *extra: str):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_an_uninterrupted_run(scenes, tmp_path):
+def test_resume_after_sigkill_equals_an_uninterrupted_run(scenes, tmp_path, tiny_config):
     # 8 iterations, a checkpoint every 2; 16 images / batch 4 = 4 iterations per epoch, so resume crosses an epoch
     # both runs in subprocesses with one thread each, so float reductions happen in the same order
     settings = {"train.max_iters": 8, "train.checkpoint_every": 2, "train.batch_size": 4}
@@ -182,7 +170,7 @@ def identical_images(scenes, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_a_single_process_step(identical_images, tmp_path, scenes):
+def test_ddp_two_processes_match_a_single_process_step(identical_images, tmp_path, scenes, tiny_config):
     # one plain SGD step: the weights move by lr * gradient, so equal weights mean equal first-step gradients
     settings = {"train.max_iters": 1, "train.momentum": 0.0, "train.weight_decay": 0.0, "train.grad_clip": "null",
                 "train.schedule": "constant", "data.hflip": False, "train.lr": 0.05}

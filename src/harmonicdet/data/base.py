@@ -13,6 +13,7 @@ matched to these objects count neither as true nor as false positives.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,12 @@ class DetectionDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def first(self, count: int) -> "DetectionDataset":
+        """The same dataset restricted to its first ``count`` images (all of them if it has fewer)."""
+        subset = copy.copy(self)
+        subset.records = self.records[:count]
+        return subset
 
     def load_image(self, index: int) -> Image.Image:
         record = self.records[index]

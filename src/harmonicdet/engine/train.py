@@ -2,8 +2,11 @@
 
 Layout of ``output_dir``: ``config.yaml`` (the resolved config), ``metrics.jsonl``
 (one JSON object per iteration: loss terms, harmonic factor means, learning rate,
-throughput), ``last.pt`` (the checkpoint ``--resume`` continues from, written
-atomically) and ``model_final.pt`` (the trained weights).
+throughput), ``eval_history.jsonl`` (with ``eval.every``: AP, AP50, AP75 and
+Spearman(score, IoU) on the first ``eval.subset`` validation images at every K-th
+iteration and the last), ``provenance.json`` (package version and git commit of
+every sitting that trained the run), ``last.pt`` (the checkpoint ``--resume``
+continues from, written atomically) and ``model_final.pt`` (the trained weights).
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from harmonicdet.engine import distributed as dist_utils
-from harmonicdet.engine.builders import build_datasets, build_model, collate
+from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth, collate
 from harmonicdet.engine.checkpoint import LAST, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
+from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine.config import Config, dump_config
+from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.engine.progress import Progress
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
+from harmonicdet.io import write_json_atomic
 from harmonicdet.models import loss_stats
+from harmonicdet.provenance import provenance
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,9 +48,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl`` written by rank 0; on resume, records after the checkpoint are dropped."""
+    """Append-only JSON-lines log written by rank 0; on resume, records after the checkpoint are dropped."""
 
-    def __init__(self, path: Path, resume_iteration: Optional[int]) -> None:
+    def __init__(self, path: Path, resume_iteration: Optional[int], *, tensorboard: bool = True) -> None:
         self.path = path
         if resume_iteration is not None and path.exists():
             kept = [line for line in path.read_text().splitlines()
@@ -58,7 +65,7 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional: only with tensorboard installed
 
-            self._tb = SummaryWriter(str(path.parent / "tensorboard"))
+            self._tb = SummaryWriter(str(path.parent / "tensorboard")) if tensorboard else None
         except ImportError:
             pass
 
@@ -79,6 +86,63 @@ def _epoch_batches(sampler: DistributedSampler, epoch: int, batch_size: int, ski
     """The epoch's batches of dataset indices (a function of seed and epoch only), minus the first ``skip``."""
     sampler.set_epoch(epoch)
     return list(BatchSampler(list(sampler), batch_size, drop_last=True))[skip:]
+
+
+def _record_provenance(out: Path, start_iteration: int) -> None:
+    """Append this sitting's :func:`~harmonicdet.provenance.provenance` to ``out/provenance.json``."""
+    path = out / "provenance.json"
+    sittings = json.loads(path.read_text())["sittings"] if path.exists() and start_iteration > 0 else []
+    write_json_atomic({"sittings": sittings + [{**provenance(), "start_iteration": start_iteration}]}, path)
+
+
+class PeriodicEvaluation:
+    """``eval.every``: AP and Spearman(score, IoU) on a fixed validation subset, appended to ``eval_history.jsonl``.
+
+    Runs before the checkpoint of the same iteration is written, so a run killed in
+    between re-evaluates after ``--resume`` (records after the checkpoint are dropped)
+    and each evaluated iteration appears exactly once. The global RNG is forked, so
+    the training run is the same with or without it.
+    """
+
+    def __init__(self, config: Config, out: Optional[Path], resume_iteration: Optional[int], device: torch.device,
+                 model: torch.nn.Module) -> None:
+        self.every = config["eval"]["every"]
+        self.max_iters = config["train"]["max_iters"]
+        self.model, self.device = model, device
+        self.batch_size = config["eval"]["batch_size"]
+        self.val_set = None
+        self.log = None
+        if self.every is None:
+            return
+        _, val_set = build_datasets(config, need_val=True)
+        subset = config["eval"]["subset"]
+        self.val_set = val_set.first(subset) if subset else val_set
+        self.ground_truth = coco_ground_truth(self.val_set)
+        if out is not None:
+            self.log = MetricsLog(out / "eval_history.jsonl", resume_iteration, tensorboard=False)
+
+    def due(self, iteration: int) -> bool:
+        return self.every is not None and (iteration % self.every == 0 or iteration == self.max_iters)
+
+    def __call__(self, iteration: int) -> None:
+        t0 = time.perf_counter()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            evaluated = evaluate(self.model, self.val_set, device=self.device, batch_size=self.batch_size,
+                                 show_progress=False)
+        self.model.train()
+        if self.log is None or not evaluated:
+            return
+        overall = consistency_report(self.ground_truth, evaluated["results"])["overall"] \
+            if evaluated["results"] else {}
+        record = {"iteration": iteration, **{k: evaluated["metrics"][k] for k in ("AP", "AP50", "AP75")},
+                  "spearman": overall.get("spearman"), "images": len(self.val_set),
+                  "seconds": time.perf_counter() - t0}
+        self.log.write(record)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 def _to_device(images, targets, device):
@@ -110,6 +174,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config))
+        _record_provenance(out, checkpoint["iteration"] if checkpoint else 0)
 
     torch.manual_seed(config["seed"])
     train_set, _ = build_datasets(config, need_val=False)
@@ -137,6 +202,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
         raise ValueError(f"train.batch_size={batch_size} is larger than the {len(sampler)} training images per process")
     every = cfg_train["checkpoint_every"] or len(sampler) // batch_size
     log = MetricsLog(out / "metrics.jsonl", start_iter if checkpoint else None) if is_main else None
+    periodic = PeriodicEvaluation(config, out if is_main else None, start_iter if checkpoint else None, device, model)
     progress = Progress(max_iters, "train", every=cfg_train["log_every"], start=start_iter,
                         enabled=show_progress and is_main)
     train_model.train()
@@ -185,6 +251,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                     shown = {"loss": record["loss"], **{k: record[k] for k in ("beta_c", "beta_r") if k in record}}
                     progress.update(values=shown, unit_rate=batch_size * dist_utils.world_size())
                 end_of_epoch = batch_index + 1 == len(sampler) // batch_size
+                if periodic.due(iteration):
+                    periodic(iteration)
                 if iteration % every == 0 or end_of_epoch or iteration == max_iters:
                     next_epoch, next_skip = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
                     if is_main:
@@ -199,6 +267,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
             atomic_torch_save(model.state_dict(), out / "model_final.pt")
     finally:
         progress.close()
+        periodic.close()
         if log is not None:
             log.close()
     dist_utils.barrier()

@@ -1,0 +1,41 @@
+"""What produced a run: package version, git commit of the source tree, torch version, host.
+
+Studies span several sittings while the code moves; every training run records this
+so that results trained with different code can be told apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+
+def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
+    """The commit of the git checkout holding ``path`` (``+dirty`` with uncommitted changes); ``None`` outside one."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if dirty else commit
+
+
+def provenance() -> Dict[str, Any]:
+    """``{"version", "commit", "torch", "device_name", "host", "time"}`` of this process."""
+    from harmonicdet import __version__
+
+    return {
+        "version": __version__,
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "host": platform.node(),
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
