@@ -1,4 +1,5 @@
-"""``harmonicdet data scenes``: write the Fashion-MNIST scenes as a COCO dataset."""
+"""``harmonicdet data scenes``: write the Fashion-MNIST scenes as a COCO dataset; ``harmonicdet data yolo``: any
+dataset in the YOLO layout."""
 
 from __future__ import annotations
 
@@ -13,6 +14,37 @@ def _scenes(args: argparse.Namespace) -> int:
     paths = make_scenes(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
                         fashion_mnist=args.fashion_mnist, workers=args.workers)
     print(f"scenes ready in {time.perf_counter() - start:.1f} s")
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def _yolo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .coco import CocoDetectionDataset
+    from .voc import VocDetectionDataset
+    from .yolo import write_yolo_dataset
+
+    sources = [args.scenes is not None, bool(args.coco_train or args.coco_val), args.voc is not None]
+    if sum(sources) != 1:
+        raise ValueError("give exactly one source: --scenes DIR, --coco-train/--coco-val IMAGES ANN, or --voc ROOT")
+    splits = {}
+    if args.scenes is not None:
+        root = Path(args.scenes)
+        for split in ("train", "val"):
+            ann = root / "annotations" / f"instances_{split}.json"
+            if not ann.is_file():
+                raise FileNotFoundError(f"{ann} does not exist (make the scenes with `harmonicdet data scenes`)")
+            splits[split] = CocoDetectionDataset(root / split, ann, skip_invalid=args.skip_invalid)
+    elif args.voc is not None:
+        for split, name in (("train", args.train_split), ("val", args.val_split)):
+            splits[split] = VocDetectionDataset(args.voc, name, skip_invalid=args.skip_invalid)
+    else:
+        for split, pair in (("train", args.coco_train), ("val", args.coco_val)):
+            if pair:
+                splits[split] = CocoDetectionDataset(pair[0], pair[1], skip_invalid=args.skip_invalid)
+    paths = write_yolo_dataset(args.out, splits)
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
@@ -39,3 +71,22 @@ def add_parser(subparsers) -> None:
                    "/usr/local/share/datasets/fashion-mnist)")
     p.add_argument("--workers", type=int, default=4, help="threads writing PNGs (default 4)")
     p.set_defaults(func=_scenes)
+
+    p = data.add_parser(
+        "yolo", help="write the scenes, a COCO or a VOC dataset in the YOLO layout (Ultralytics)",
+        description="Write OUT/images/{train,val}/<image_id>.<ext>, OUT/labels/{train,val}/<image_id>.txt, "
+        "OUT/data.yaml and the COCO ground truth OUT/{train,val}.json. Image files are named by their COCO image id "
+        "and YOLO class k is category_id k + 1 in the JSONs, which is what Ultralytics' val(save_json=True) writes to "
+        "predictions.json: `harmonicdet consistency --gt OUT/val.json --dt predictions.json` reads it as it is. "
+        "Crowd (COCO) and difficult (VOC) objects are left out of the YOLO labels and kept as iscrowd=1 in the JSONs.")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scenes", default=None, metavar="DIR", help="a folder made by `harmonicdet data scenes`")
+    p.add_argument("--coco-train", nargs=2, default=None, metavar=("IMAGES", "ANN"),
+                   help="COCO training split: image folder and instances JSON")
+    p.add_argument("--coco-val", nargs=2, default=None, metavar=("IMAGES", "ANN"),
+                   help="COCO validation split: image folder and instances JSON")
+    p.add_argument("--voc", default=None, metavar="ROOT", help="a VOC folder (Annotations, JPEGImages, ImageSets)")
+    p.add_argument("--train-split", default="train", help="VOC split list for training (default train)")
+    p.add_argument("--val-split", default="val", help="VOC split list for validation (default val)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid annotations with a warning")
+    p.set_defaults(func=_yolo)
