@@ -61,8 +61,10 @@ def _study(args: argparse.Namespace) -> int:
     from harmonicdet.analysis.study_report import markdown_table
     from harmonicdet.engine.study import run_study
 
-    summary = run_study(args.study, only=args.only, report_only=args.report_only, show_progress=not args.quiet)
-    print(markdown_table(summary))
+    summary = run_study(args.study, only=args.only, report_only=args.report_only, report=not args.no_report,
+                        show_progress=not args.quiet)
+    if summary is not None:
+        print(markdown_table(summary))
     return 0
 
 
@@ -115,5 +117,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("study", help="study YAML (e.g. configs/studies/scenes.yaml)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs (names or prefixes, e.g. fcos-)")
     p.add_argument("--report-only", action="store_true", help="train nothing; summarise the finished runs")
+    p.add_argument("--no-report", action="store_true",
+                   help="train and evaluate only; e.g. several processes with their own --only share a GPU")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_study)

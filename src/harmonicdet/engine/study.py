@@ -181,13 +181,15 @@ def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> Non
 
 
 def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_only: bool = False,
-              show_progress: bool = True) -> Dict[str, Any]:
+              report: bool = True, show_progress: bool = True) -> Optional[Dict[str, Any]]:
     """Run (or resume) every run of the study at ``path``, then write its report; returns the summary.
 
     Args:
         only: run names or name prefixes to run now (e.g. ``fcos-``); the report covers every
             finished run.
         report_only: train nothing; summarise the finished runs.
+        report: ``False`` trains without writing the report (returns ``None``), e.g. for several
+            processes sharing a GPU, each with its own ``only``.
     """
     from harmonicdet.analysis.study_report import write_report
 
@@ -203,6 +205,8 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
                       "new": "training"}[state]
             _say(f"[study] {index}/{len(selected)} {run.name}: {action}")
             execute_run(run, state, show_progress=show_progress)
+    if not report:
+        return None
     summary = write_report(study)
     _say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
