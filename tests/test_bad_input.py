@@ -101,3 +101,125 @@ def test_config_schema_covers_every_default_and_keeps_the_dict_shape(tmp_path):
             validate_config({**config, "eval": {**config["eval"], **bad}})
     assert config["data"]["scenes"] == {"out": "s"}  # dumped as given
     assert load_config(None, ["train.lr=1"])["train"]["lr"] == 1.0
+
+
+# ------------------------------------------------------------------ a trained run, copied per test
+
+
+@pytest.fixture(scope="module")
+def trained(scenes, tmp_path_factory):
+    """A 2-iteration FCOS run (checkpoint every iteration) and the config file it was trained from."""
+    from harmonicdet.engine.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    config_path = write_config(root / "c.yaml", tiny(scenes, root / "run"))
+    train(load_config(config_path), show_progress=False)
+    return root
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(trained / "run", tmp_path / "run")
+    config = yaml.safe_load((trained / "c.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "run")
+    return tmp_path / "run", write_config(tmp_path / "c.yaml", config)
+
+
+RESUME_CHANGES = [
+    ("model.loss=harmonicdet", "model.loss"),
+    ("model.arch=retinanet", "model.arch"),
+    ("seed=7", "seed"),
+    ("data.hflip=false", "data.hflip"),
+    ("train.lr=0.5", "train.lr"),
+]
+
+
+@pytest.mark.parametrize("override,field", RESUME_CHANGES, ids=[c[0] for c in RESUME_CHANGES])
+def test_resume_refuses_a_changed_config_and_leaves_config_yaml(run_copy, capsys, override, field):
+    run, config = run_copy
+    before = (run / "config.yaml").read_text()
+    code, err = run_cli(capsys, "train", config, "--quiet", "--resume", "--set", override)
+    assert_refused(code, err, field, "last.pt")
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_resume_refuses_changed_data(run_copy, capsys, scenes):
+    run, config = run_copy
+    before = (run / "config.yaml").read_text()
+    code, err = run_cli(capsys, "train", config, "--quiet", "--resume", "--set",
+                        f"data.train={json.dumps(scenes_paths(scenes, 'val'))}")
+    assert_refused(code, err, "data.train.ann_file", "data.train.img_dir")
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_resume_with_more_iterations_continues_past_a_torn_metrics_line(run_copy, capsys):
+    run, config = run_copy
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"iteration": 3, "lo')  # a write cut short by a kill
+    code, err = run_cli(capsys, "train", config, "--quiet", "--resume", "--set", "train.max_iters=3",
+                        "--set", "train.log_every=5")
+    assert code == 0, err
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 3]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_iters"] == 3
+
+
+def test_resume_names_a_corrupt_middle_line_of_the_metrics(run_copy, capsys):
+    run, config = run_copy
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(["{oops", *lines[1:]]) + "\n")
+    code, err = run_cli(capsys, "train", config, "--quiet", "--resume", "--set", "train.max_iters=3")
+    assert_refused(code, err, "metrics.jsonl", "line 1")
+
+
+# ------------------------------------------------------------------ eval: checkpoints
+
+
+def _bad_checkpoints(run: Path):
+    good = (run / "model_final.pt").read_bytes()
+    torch.save([1, 2, 3], run / "list.pt")
+    (run / "empty.pt").write_bytes(b"")
+    (run / "truncated.pt").write_bytes(good[: len(good) // 2])
+    (run / "text.pt").write_text("not a checkpoint\n")
+    torch.save({"model": {"w": "not a tensor"}}, run / "strings.pt")
+    return ["empty.pt", "truncated.pt", "text.pt", "list.pt", "strings.pt", "missing.pt"]
+
+
+BAD_CHECKPOINTS = ["empty.pt", "truncated.pt", "text.pt", "list.pt", "strings.pt", "missing.pt"]
+
+
+@pytest.mark.parametrize("name", BAD_CHECKPOINTS)
+def test_eval_names_an_unreadable_checkpoint(run_copy, capsys, name):
+    run, config = run_copy
+    _bad_checkpoints(run)
+    code, err = run_cli(capsys, "eval", config, "--quiet", "--checkpoint", run / name)
+    assert_refused(code, err, str(run / name))
+
+
+def test_eval_refuses_a_model_config_other_than_the_checkpoints(run_copy, capsys):
+    run, config = run_copy
+    for override, field in (("model.loss=qfl", "model.loss"), ("model.options={fpn_channels: 128}", "model.options")):
+        code, err = run_cli(capsys, "eval", config, "--quiet", "--checkpoint", run / "model_final.pt",
+                            "--set", override)
+        assert_refused(code, err, field, "model_final.pt")
+    assert not (run / "eval.json").exists()
+
+
+def test_model_final_carries_the_config_and_a_bare_state_dict_still_loads(run_copy):
+    from harmonicdet.engine.builders import build_model
+    from harmonicdet.engine.checkpoint import load_model_state
+    from harmonicdet.engine.run_eval import load_weights
+
+    run, config_path = run_copy
+    config = load_config(config_path)
+    state, trained_with = load_model_state(run / "model_final.pt")
+    assert trained_with["model"] == config["model"]
+    torch.save(state, run / "bare.pt")  # a model_final.pt of an older version: no config, no check
+    assert load_model_state(run / "bare.pt")[1] is None
+    other = load_config(config_path, ["model.loss=harmonic"])
+    load_weights(build_model(other), run / "bare.pt", other)
+    with pytest.raises(ValueError, match="model.loss"):
+        load_weights(build_model(other), run / "model_final.pt", other)

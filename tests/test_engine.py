@@ -141,8 +141,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(scenes, tmp_path, tiny
     assert 0 < killed_at < 8, "the process should have died between checkpoints"
 
     subprocess.run(_train_command(config_path, "--resume"), env=_env(), check=True)
-    expected = torch.load(tmp_path / "straight" / "model_final.pt")
-    resumed = torch.load(tmp_path / "killed" / "model_final.pt")
+    expected = torch.load(tmp_path / "straight" / "model_final.pt")["model"]
+    resumed = torch.load(tmp_path / "killed" / "model_final.pt")["model"]
     assert expected.keys() == resumed.keys()
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
@@ -187,10 +187,10 @@ def test_ddp_two_processes_match_a_single_process_step(identical_images, tmp_pat
                    timeout=300)
 
     model = build_model(ddp)
-    state = torch.load(tmp_path / "ddp" / "model_final.pt")
+    state = torch.load(tmp_path / "ddp" / "model_final.pt")["model"]
     model.load_state_dict(state)  # the rank-0 checkpoint loads into a plain model
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["iteration"] == 1
-    reference = torch.load(tmp_path / "single" / "model_final.pt")
+    reference = torch.load(tmp_path / "single" / "model_final.pt")["model"]
     torch.manual_seed(single["seed"])  # as train() does before building the model
     initial_model = build_model(single)
     initial = initial_model.state_dict()

@@ -14,21 +14,27 @@ from harmonicdet.analysis.branch_gradients import branch_gradient_norms
 from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth, collate
-from harmonicdet.engine.checkpoint import load_checkpoint
+from harmonicdet.engine.checkpoint import check_model_config, load_model_state
 from harmonicdet.engine.config import Config, load_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.io import write_json_atomic
 from harmonicdet.engine.train import resolve_device
 
 
-def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
-    """Load ``model_final.pt`` (a state dict) or a training checkpoint (``{"model": ...}``)."""
+def load_weights(model: torch.nn.Module, checkpoint: Path, config: Optional[Config] = None) -> None:
+    """Load ``model_final.pt``, a training checkpoint or a bare state dict into ``model``.
+
+    With ``config``, a checkpoint that carries its training config must match it in the
+    model fields (:func:`~harmonicdet.engine.checkpoint.check_model_config`).
+    """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state, trained_with = load_model_state(path)
+    if config is not None:
+        check_model_config(trained_with, config, path)
+    _load_state(model, state, path)
+
+
+def _load_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -41,9 +47,11 @@ def evaluate_run(config: Config, *, checkpoint: Path, out_dir: Optional[Path] = 
     device = resolve_device(config["train"]["device"])
     dist_utils.init_from_env(device)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
+    state, trained_with = load_model_state(Path(checkpoint))  # an unreadable or foreign file fails before any work
+    check_model_config(trained_with, config, Path(checkpoint))
     _, val_set = build_datasets(config, need_val=True)
     model = build_model(config)
-    load_weights(model, checkpoint)
+    _load_state(model, state, Path(checkpoint))
     model.to(device)
     evaluated = evaluate(model, val_set, device=device, batch_size=config["eval"]["batch_size"],
                          results_path=out / "results.json", candidates=bool(config["eval"]["candidates"]),
@@ -88,7 +96,7 @@ def run_gradient_norms(run_dir: Path, *, batches: int = 4, batch_size: int = 8, 
         raise ValueError(f"{run_dir}: {batches} batches of {batch_size} need {batches * batch_size} training "
                          f"images, the run's training set has {len(train_set)}")
     model = build_model(config)
-    load_weights(model, run_dir / "model_final.pt")
+    load_weights(model, run_dir / "model_final.pt", config)
     torch.manual_seed(seed)  # the training transforms' flips
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
     per_batch = [branch_gradient_norms(model, images, targets)

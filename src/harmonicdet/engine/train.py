@@ -25,7 +25,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth, collate
-from harmonicdet.engine.checkpoint import LAST, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
+from harmonicdet.engine.checkpoint import (LAST, check_resume_config, load_checkpoint, save_checkpoint, save_model,
+                                           set_rng_state)
 from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine.config import Config, dump_config
 from harmonicdet.engine.evaluate import evaluate
@@ -47,14 +48,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def read_records(path: Path) -> List[Dict[str, Any]]:
+    """The JSON objects of a JSON-lines log; a torn last line (a write cut short) is dropped, a corrupt
+    line before it is a ``ValueError`` naming the file and the line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if all(not rest.strip() for rest in lines[number:]):
+                break  # the last line, torn by a kill: after the checkpoint, so nothing is lost
+            raise ValueError(f"{path}: line {number} is not valid JSON ({err}); repair or remove it") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON object")
+        records.append(record)
+    return records
+
+
 class MetricsLog:
     """Append-only JSON-lines log written by rank 0; on resume, records after the checkpoint are dropped."""
 
     def __init__(self, path: Path, resume_iteration: Optional[int], *, tensorboard: bool = True) -> None:
         self.path = path
         if resume_iteration is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("iteration", 0) <= resume_iteration]
+            kept = [json.dumps(record) for record in read_records(path) if record.get("iteration", 0) <= resume_iteration]
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, path)
@@ -169,6 +189,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(out / LAST, map_location="cpu")
+        check_resume_config(checkpoint.get("config"), config, out / LAST)  # before config.yaml is rewritten
     elif is_main and (out / LAST).exists():
         raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another output_dir")
     if is_main:
@@ -264,7 +285,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                     break
             epoch, skip = epoch + 1, 0
         if is_main:
-            atomic_torch_save(model.state_dict(), out / "model_final.pt")
+            save_model(out / "model_final.pt", model, config)
     finally:
         progress.close()
         periodic.close()
