@@ -223,3 +223,63 @@ def test_model_final_carries_the_config_and_a_bare_state_dict_still_loads(run_co
     load_weights(build_model(other), run / "bare.pt", other)
     with pytest.raises(ValueError, match="model.loss"):
         load_weights(build_model(other), run / "model_final.pt", other)
+
+
+# ------------------------------------------------------------------ Ctrl-C and DataLoader workers
+
+
+def test_ctrl_c_during_a_checkpoint_save_is_one_line_and_leaves_no_temporary_file(scenes, tmp_path, capsys,
+                                                                                  monkeypatch):
+    import harmonicdet.engine.checkpoint as checkpoint
+
+    saves = []
+    real_save = torch.save
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:  # the second last.pt: half written, then Ctrl-C (torch reports it as RuntimeError)
+            f.write(b"partial")
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted_save)
+    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", train={"max_iters": 3}))
+    code, err = run_cli(capsys, "train", config, "--quiet")
+    assert code == 130 and "Traceback" not in err and "RuntimeError" not in err
+    assert "interrupted at iteration 2; --resume continues from iteration 1" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_plain_ctrl_c_is_one_line_with_exit_code_130(scenes, tmp_path, capsys, monkeypatch):
+    import harmonicdet.engine.train as train_module
+
+    calls = []
+
+    def stats(model):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {}
+
+    monkeypatch.setattr(train_module, "loss_stats", stats)
+    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", train={"max_iters": 3}))
+    code, err = run_cli(capsys, "train", config, "--quiet")
+    assert code == 130 and "Traceback" not in err
+    assert err.strip() == "harmonicdet train: interrupted at iteration 1; --resume continues from iteration 1"
+
+
+def test_a_dataset_error_in_a_dataloader_worker_arrives_unwrapped(scenes, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "scenes"
+    shutil.copytree(scenes, data)
+    ann = json.loads((data / "annotations" / "instances_train.json").read_text())
+    for image in ann["images"]:
+        (data / "train" / image["file_name"]).write_bytes(b"not a png")
+    config = write_config(tmp_path / "c.yaml", tiny(data, tmp_path / "run", data={"num_workers": 1}))
+    code, err = run_cli(capsys, "train", config, "--quiet")
+    assert_refused(code, err, str(data / "train"), "could not be read")
+    assert "worker" not in err

@@ -35,10 +35,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line (train says where --resume continues), no traceback
+        print(f"harmonicdet {args.command}: {str(err) or 'interrupted'}", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as err:
         # bad input is the user's to fix: one line naming it, no traceback
-        print(f"harmonicdet {args.command}: error: {err}", file=sys.stderr)
+        print(f"harmonicdet {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
+
+
+def error_line(err: BaseException) -> str:
+    """The message of ``err`` on one line; an error re-raised by a DataLoader worker (its message is the
+    worker's whole traceback) is unwrapped to the original error's message."""
+    text = str(err)
+    if "Original Traceback (most recent call last):" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        prefix, sep, message = last.partition(": ")
+        text = message if sep and prefix.replace(".", "").replace("_", "").isalnum() else last
+    return " ".join(text.split("\n")).strip()
 
 
 if __name__ == "__main__":

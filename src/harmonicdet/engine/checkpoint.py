@@ -223,3 +223,24 @@ def check_model_config(stored: Optional[Mapping[str, Any]], current: Mapping[str
         shown = "; ".join(f"{k}: {stored_model.get(k.split('.', 1)[1])!r} in the checkpoint, "
                           f"{model.get(k.split('.', 1)[1])!r} in the config" for k in differing)
         raise ValueError(f"checkpoint {path} was trained with another model: {shown}")
+
+
+def interruption_message(out: Path) -> str:
+    """What a user needs after Ctrl-C: the iteration reached (``metrics.jsonl``) and where ``--resume`` starts."""
+    from harmonicdet.engine.train import read_records
+
+    out = Path(out)
+    reached = 0
+    try:
+        records = read_records(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
+        reached = max((int(r.get("iteration", 0)) for r in records), default=0)
+    except (ValueError, OSError):
+        pass
+    try:
+        resume_at = int(load_checkpoint(out / LAST, map_location="cpu")["iteration"]) if (out / LAST).is_file() \
+            else None
+    except (ValueError, OSError, TypeError):
+        resume_at = None
+    if resume_at is None:
+        return f"interrupted at iteration {reached}; no checkpoint yet: run again without --resume to start over"
+    return f"interrupted at iteration {reached}; --resume continues from iteration {resume_at}"

@@ -12,7 +12,12 @@ def _train(args: argparse.Namespace) -> int:
     from harmonicdet.engine.train import train
 
     config = load_config(args.config, args.set)
-    out = train(config, resume=args.resume, show_progress=not args.quiet)
+    try:
+        out = train(config, resume=args.resume, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        from harmonicdet.engine.checkpoint import interruption_message
+
+        raise KeyboardInterrupt(interruption_message(Path(config["output_dir"]))) from None
     print(f"trained: {out / 'model_final.pt'}")
     return 0
 
