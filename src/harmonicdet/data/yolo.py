@@ -97,10 +97,9 @@ def write_yolo_dataset(out_dir: str | os.PathLike, splits: Mapping[str, Detectio
         json_path = out / f"{split}.json"
         write_json_atomic(yolo_ground_truth(dataset), json_path)
         paths.update({f"{split}_images": image_dir, f"{split}_labels": label_dir, f"{split}_json": json_path})
-    data = {"path": str(out), **{s: f"images/{s}" for s in splits}, "nc": len(classes),
-            "names": {i: name for i, name in enumerate(classes)}}
-    if "val" not in splits:  # Ultralytics needs a val entry; the train split stands in
-        data["val"] = data["train"]
+    # Ultralytics needs both entries: a missing split is stood in for by the other one
+    data = {"path": str(out), **{s: f"images/{s if s in splits else next(iter(splits))}" for s in SPLITS},
+            "nc": len(classes), "names": {i: name for i, name in enumerate(classes)}}
     yaml_path = out / "data.yaml"
     yaml_path.write_text("# written by harmonicdet data yolo; class index k is category_id k + 1 in {train,val}.json\n"
                          + yaml.safe_dump(data, sort_keys=False))

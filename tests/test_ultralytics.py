@@ -1,0 +1,348 @@
+"""The Ultralytics integration (extra ``[ultralytics]``): the criterion, offline training, resume, data, consistency."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Ultralytics reads these when imported, and pytest.importorskip imports it before the integration can set them:
+# without them its import probes DNS. (test_import_sets_offline_environment checks the integration's own defaults.)
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="harmonicdet-yolo-config-"))
+
+pytest.importorskip("ultralytics")
+
+import torch  # noqa: E402
+from ultralytics.cfg import get_cfg  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+
+from harmonicdet.cli import main as cli_main  # noqa: E402
+from harmonicdet.data.yolo import read_yolo_labels  # noqa: E402
+from harmonicdet.integrations.ultralytics import (  # noqa: E402
+    HarmonicDetectionLoss,
+    HarmonicDetectionModel,
+    HarmonicDetectionTrainer,
+    build_criterion,
+    loss_options,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model(cfg, nc=3, **loss):
+    torch.manual_seed(0)
+    model = HarmonicDetectionModel(cfg, nc=nc, verbose=False, loss=loss or None)
+    model.args = get_cfg()
+    return model.train()
+
+
+def _batch(n_images=2, empty=False, zero_boxes=False):
+    torch.manual_seed(1)
+    img = torch.rand(n_images, 3, 64, 64)
+    if empty:
+        return {"img": img, "batch_idx": torch.zeros(0), "cls": torch.zeros(0, 1), "bboxes": torch.zeros(0, 4)}
+    boxes = torch.tensor([[0.3, 0.3, 0.3, 0.4], [0.7, 0.6, 0.2, 0.3], [0.5, 0.5, 0.5, 0.5]])
+    return {"img": img, "batch_idx": torch.tensor([0.0, 0.0, 1.0]), "cls": torch.tensor([[0.0], [2.0], [1.0]]),
+            "bboxes": torch.zeros_like(boxes) if zero_boxes else boxes}
+
+
+def _loss_and_grads(model, criterion, batch):
+    model.zero_grad()
+    loss, items = criterion(model(batch["img"]), batch)
+    loss.sum().backward()
+    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    return loss.detach(), items, grads
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+def test_standard_is_ultralytics_loss(cfg):
+    model = _model(cfg, loss="standard")
+    batch = _batch()
+    reference = DetectionModel.init_criterion(model)  # v8DetectionLoss, or E2ELoss for YOLO26
+    ours = model.init_criterion()
+    assert type(ours) is type(reference) or isinstance(ours, HarmonicDetectionLoss)
+    ref_loss, ref_items, ref_grads = _loss_and_grads(model, reference, batch)
+    loss, items, grads = _loss_and_grads(model, ours, batch)
+    assert torch.equal(loss, ref_loss)
+    assert list(items) == list(ref_items) and all(torch.equal(items[k], ref_items[k]) for k in items)
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+def test_unit_factors_give_ultralytics_terms(cfg, monkeypatch):
+    """With the factors at 0 the harmonic criterion's terms (entropies added back) sum to Ultralytics' loss."""
+    import harmonicdet.integrations.ultralytics as integration
+
+    model = _model(cfg)
+    batch = _batch()
+    preds = model(batch["img"])
+    ref_loss, _ = DetectionModel.init_criterion(model)(preds, batch)
+    monkeypatch.setattr(integration, "harmonic_terms", lambda cls, loc, **kw: (cls, loc))
+    loss, items = build_criterion(model, loss_options("harmonic"))(preds, batch)
+    assert list(items)[:2] == ["box_loss", "cls_loss"]
+    torch.testing.assert_close(loss[1], ref_loss[1], rtol=1e-5, atol=1e-6)  # cls
+    torch.testing.assert_close(loss[0] + loss[2], ref_loss[0] + ref_loss[2], rtol=1e-5, atol=1e-6)  # box + dfl/l1
+
+
+def _fixed_assignment(criterion, pred_distri):
+    """Ultralytics-shaped inputs with a fixed assignment: anchor 0 of image 0 is foreground for class 1."""
+    b, a, nc = 1, 6, criterion.nc
+    anchor_points = torch.tensor([[2.5, 2.5], [3.5, 2.5], [2.5, 3.5], [0.5, 0.5], [6.5, 6.5], [7.5, 0.5]])
+    stride_tensor = torch.full((a, 1), 8.0)
+    target_bboxes = torch.tensor([[1.0, 1.0, 4.0, 4.5]]).repeat(b, a, 1)  # grid units
+    target_scores = torch.zeros(b, a, nc)
+    target_scores[0, 0, 1] = 0.6
+    fg_mask = torch.zeros(b, a, dtype=torch.bool)
+    fg_mask[0, 0] = True
+    pred_bboxes = criterion.bbox_decode(anchor_points, pred_distri)
+    return anchor_points, stride_tensor, target_bboxes, target_scores, fg_mask, pred_bboxes
+
+
+def test_coupling_cls_gradient_follows_box_quality():
+    """Only the box of a foreground anchor changes: its classification gradient changes (harmonic), not (standard)."""
+    model = _model("yolov8n.yaml", nc=3)
+    criterion = build_criterion(model, loss_options("harmonic"))
+    torch.manual_seed(2)
+    base = torch.randn(1, 6, 4 * criterion.reg_max)
+    better = base.clone()
+    better[0, 0] = base[0, 0] + 3 * torch.randn(4 * criterion.reg_max)  # another box for anchor 0 only
+    logits = torch.randn(1, 6, 3)
+    imgsz = torch.tensor([64.0, 64.0])
+
+    def cls_grad(pred_distri, harmonic, crit=criterion):
+        scores = logits.clone().requires_grad_(True)
+        ap, st, tb, ts, fg, pb = _fixed_assignment(crit, pred_distri)
+        tss = ts.sum().clamp(min=1)
+        if harmonic:
+            terms = crit.anchor_terms(scores, pred_distri, pb, ap, st, imgsz, ts.argmax(-1), tb, ts, fg)
+            loss = crit.harmonic_loss(terms, tss).sum()
+        else:  # Ultralytics' formula: BCE / T + BboxLoss
+            box, dfl = crit.bbox_loss(pred_distri, pb, ap, tb, ts, tss, fg, imgsz, st)
+            loss = crit.bce(scores, ts).sum() / tss * crit.hyp.cls + box + dfl
+        loss.backward()
+        return scores.grad[0, 0]
+
+    assert not torch.allclose(cls_grad(base, True), cls_grad(better, True), atol=1e-6)
+    assert torch.equal(cls_grad(base, False), cls_grad(better, False))
+    # with constant factors it is Eq. S-1's (1 + beta_r) times the BCE gradient
+    detached = build_criterion(model, loss_options("harmonic", detach_factors=True))
+    for distri in (base, better):
+        grad = cls_grad(distri, True, detached)
+        beta_r = detached.last_stats["beta_r"]
+        torch.testing.assert_close(grad, (1 + beta_r) * cls_grad(distri, False), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+@pytest.mark.parametrize("case", ["empty", "no_foreground"])
+def test_no_targets_finite(cfg, case):
+    model = _model(cfg, loss="harmonicdet")
+    batch = _batch(empty=case == "empty", zero_boxes=case == "no_foreground")
+    loss, items, grads = _loss_and_grads(model, model.init_criterion(), batch)
+    assert torch.isfinite(loss).all() and all(torch.isfinite(v).all() for v in items.values())
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0  # background BCE still trains
+
+
+def test_options_validated_early():
+    trainer = HarmonicDetectionTrainer.with_options("harmonicdet", detach_factors=True, tc_margin=0.3)
+    assert trainer.loss_spec == {"loss": "harmonicdet", "detach_factors": True, "tc_margin": 0.3}
+    assert issubclass(trainer, HarmonicDetectionTrainer) and trainer.explicit_options
+    for bad in ({"loss": "qfl"}, {"loss": "harmonic", "box_loss": "giou"}, {"loss": "harmonic", "nope": 1},
+                {"loss": "harmonic_iou", "gamma": 2.0}):
+        with pytest.raises(ValueError):
+            HarmonicDetectionTrainer.with_options(**bad)
+    items = build_criterion(_model("yolov8n.yaml"), loss_options("harmonicdet")).loss_names
+    assert items == ("box_loss", "cls_loss", "dfl_loss", "hiou_loss", "tc_loss")
+
+
+def test_import_sets_offline_environment(tmp_path):
+    """In a clean process the integration sets the variables before Ultralytics reads them, and copies the fonts."""
+    code = (
+        "import json, os, socket\n"
+        "calls = []\n"
+        "def deny(*a, **k):\n"
+        "    calls.append(a[:1]); raise OSError('denied')\n"
+        "socket.getaddrinfo = socket.create_connection = socket.socket.connect = deny\n"
+        "import harmonicdet.integrations.ultralytics\n"
+        "import ultralytics.utils as u\n"
+        "print(json.dumps({k: os.environ.get(k) for k in ('YOLO_OFFLINE', 'YOLO_AUTOINSTALL', 'YOLO_CONFIG_DIR')}"
+        " | {'online': u.ONLINE, 'calls': len(calls), 'config': str(u.USER_CONFIG_DIR)}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    info = json.loads(out)
+    assert info["YOLO_OFFLINE"] == "1" and info["YOLO_AUTOINSTALL"] == "0"
+    assert Path(info["YOLO_CONFIG_DIR"]) == (tmp_path / "runs" / "ultralytics-config").resolve()
+    assert info["online"] is False and info["calls"] == 0
+    assert all((Path(info["config"]) / f).is_file() for f in ("Arial.ttf", "Arial.Unicode.ttf"))
+
+
+def _coco_with_gaps(scenes, tmp_path):
+    """The scenes' val split with category ids 10 * k and one crowd object."""
+    gt = json.loads((scenes / "annotations" / "instances_val.json").read_text())
+    for ann in gt["annotations"]:
+        ann["category_id"] *= 10
+    gt["annotations"][0]["iscrowd"] = 1
+    for cat in gt["categories"]:
+        cat["id"] *= 10
+    path = tmp_path / "gaps.json"
+    path.write_text(json.dumps(gt))
+    return path, gt
+
+
+def test_data_yolo_round_trip(scenes, tmp_path):
+    out = tmp_path / "yolo"
+    assert cli_main(["data", "yolo", "--out", str(out), "--scenes", str(scenes)]) == 0
+    for split in ("train", "val"):
+        source = json.loads((scenes / "annotations" / f"instances_{split}.json").read_text())
+        written = json.loads((out / f"{split}.json").read_text())
+        assert [c["id"] for c in written["categories"]] == [c["id"] for c in source["categories"]]
+        for image in source["images"]:
+            anns = [a for a in source["annotations"] if a["image_id"] == image["id"]]
+            assert (out / "images" / split / f"{image['id']}.png").is_file()
+            classes, boxes = read_yolo_labels(out / "labels" / split / f"{image['id']}.txt", image["width"],
+                                              image["height"])
+            assert classes == [a["category_id"] - 1 for a in anns]
+            expected = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+            assert torch.allclose(torch.tensor(boxes, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-3)
+        assert len(written["annotations"]) == len(source["annotations"])
+    import yaml
+
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["nc"] == 10 and data["names"][0] == "T-shirt/top" and data["val"] == "images/val"
+    # a COCO source with other category ids: renumbered 1..K (= class index + 1); crowd objects not trained on
+    ann, gt = _coco_with_gaps(scenes, tmp_path)
+    out2 = tmp_path / "yolo2"
+    assert cli_main(["data", "yolo", "--out", str(out2), "--coco-val", str(scenes / "val"), str(ann)]) == 0
+    written = json.loads((out2 / "val.json").read_text())
+    assert [(c["id"], c["source_id"]) for c in written["categories"]] == [(k, 10 * k) for k in range(1, 11)]
+    first = gt["annotations"][0]
+    classes, _ = read_yolo_labels(out2 / "labels" / "val" / f"{first['image_id']}.txt", 128, 128)
+    n_first = sum(a["image_id"] == first["image_id"] for a in gt["annotations"])
+    assert len(classes) == n_first - 1
+    assert [a["iscrowd"] for a in written["annotations"]].count(1) == 1
+    assert yaml.safe_load((out2 / "data.yaml").read_text())["train"] == "images/val"
+
+
+def _ultralytics_predictions(gt, jitter=2.0, seed=0):
+    """Detections as Ultralytics' pred_to_json writes them: image_id = int(stem), category_id = class + 1, file_name."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for ann in gt["annotations"]:
+        x, y, w, h = (torch.tensor(ann["bbox"]) + jitter * torch.randn(4, generator=gen)).tolist()
+        out.append({"image_id": ann["image_id"], "file_name": f"{ann['image_id']}.png",
+                    "category_id": ann["category_id"], "bbox": [round(v, 3) for v in (x, y, abs(w), abs(h))],
+                    "score": round(float(torch.rand(1, generator=gen)), 5)})
+    return out
+
+
+def test_consistency_reads_yolo_predictions(scenes, tmp_path):
+    out = tmp_path / "yolo"
+    cli_main(["data", "yolo", "--out", str(out), "--scenes", str(scenes)])
+    gt = json.loads((out / "val.json").read_text())
+    (tmp_path / "predictions.json").write_text(json.dumps(_ultralytics_predictions(gt)))
+    assert cli_main(["consistency", "--gt", str(out / "val.json"), "--dt", str(tmp_path / "predictions.json"),
+                     "--out", str(tmp_path / "cons")]) == 0
+    report = json.loads((tmp_path / "cons" / "consistency.json").read_text())["predictions"]
+    assert report["num_detections"] == len(gt["annotations"])
+
+
+class _NetworkAudit:
+    """Records (and refuses) every socket connection, DNS lookup and pip subprocess."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                            (socket, "getaddrinfo")):
+            monkeypatch.setattr(owner, name, self._deny(name))
+        popen = subprocess.Popen
+        audit = self
+
+        class AuditedPopen(popen):
+            def __init__(self, args, *a, **k):
+                text = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+                if "pip" in text.split() or "-m pip" in text or "curl" in text or "wget" in text:
+                    audit.calls.append(("subprocess", text))
+                    raise OSError(f"refused in the test: {text}")
+                super().__init__(args, *a, **k)
+
+        monkeypatch.setattr(subprocess, "Popen", AuditedPopen)
+
+    def _deny(self, name):
+        def deny(*args, **kwargs):
+            self.calls.append((name, repr(args[:2])))
+            raise OSError(f"network refused in the test: {name}")
+        return deny
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_train_offline_resume_and_plain_checkpoint(scenes, tmp_path, monkeypatch):
+    """One epoch of YOLOv8n (random init, 64 px) offline; resume keeps the harmonic loss; the checkpoint is plain."""
+    from ultralytics import YOLO
+
+    torch.set_num_threads(1)
+    audit = _NetworkAudit(monkeypatch)
+    data = tmp_path / "yolo"
+    cli_main(["data", "yolo", "--out", str(data), "--scenes", str(scenes)])
+    trainer = HarmonicDetectionTrainer.with_options("harmonicdet")
+    seen = []
+
+    def stop_after_first_epoch(tr):
+        if tr.epoch == 0:
+            raise _Interrupt
+
+    def record(tr):
+        crit = tr.model.criterion
+        seen.append((type(crit).__name__, getattr(crit, "options", None), tr.epoch))
+
+    common = dict(imgsz=64, batch=8, workers=0, device="cpu", project=str(tmp_path / "runs"), name="h",
+                  exist_ok=True, plots=False, verbose=False, amp=False, seed=0)
+    model = YOLO("yolov8n.yaml")
+    model.add_callback("on_model_save", stop_after_first_epoch)
+    model.add_callback("on_train_batch_end", record)
+    with pytest.raises(_Interrupt):
+        model.train(data=str(data / "data.yaml"), trainer=trainer, epochs=2, **common)
+    last = tmp_path / "runs" / "h" / "weights" / "last.pt"
+    assert last.is_file() and seen and all(s[:2] == ("HarmonicDetectionLoss", loss_options("harmonicdet"))
+                                           for s in seen)
+    results = (tmp_path / "runs" / "h" / "results.csv").read_text().splitlines()[0]
+    assert all(f"train/{k}" in results for k in ("box_loss", "cls_loss", "dfl_loss", "hiou_loss", "tc_loss"))
+    # a trainer with other explicit options is refused; the plain trainer restores the checkpoint's loss
+    with pytest.raises(ValueError, match="trained with"):
+        YOLO(str(last)).train(resume=True, trainer=HarmonicDetectionTrainer.with_options("harmonic"))
+    seen.clear()
+    resumed = YOLO(str(last))
+    resumed.add_callback("on_train_batch_end", record)
+    resumed.train(resume=True, trainer=HarmonicDetectionTrainer)
+    assert seen and all(s == ("HarmonicDetectionLoss", loss_options("harmonicdet"), 1) for s in seen)
+    # predictions.json of val(save_json=True) is read by `harmonicdet consistency` as it is
+    metrics = YOLO(str(last)).val(data=str(data / "data.yaml"), save_json=True, imgsz=64, batch=8, workers=0,
+                                  device="cpu", project=str(tmp_path / "runs"), name="v", exist_ok=True, plots=False,
+                                  verbose=False, conf=0.0001)
+    predictions = Path(metrics.save_dir) / "predictions.json"
+    assert predictions.is_file()
+    assert cli_main(["consistency", "--gt", str(data / "val.json"), "--dt", str(predictions),
+                     "--out", str(tmp_path / "cons")]) == 0
+    assert audit.calls == []
+    # the checkpoint loads in a process that never imports harmonicdet
+    code = ("import sys, torch\n"
+            "from ultralytics import YOLO\n"
+            f"m = YOLO({str(last)!r})\n"
+            "assert type(m.model).__module__ == 'ultralytics.nn.tasks' and type(m.model).__name__ == 'DetectionModel'\n"
+            "m.model.eval(); m.model(torch.zeros(1, 3, 64, 64))\n"
+            "assert not any(k.startswith('harmonicdet') for k in sys.modules), 'harmonicdet was imported'\n"
+            "print('loaded', m.model.harmonicdet_loss)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded {'loss': 'harmonicdet'}" in done.stdout
