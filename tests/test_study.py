@@ -59,21 +59,32 @@ def test_study_expands_groups_and_names_bad_fields(tmp_path, scenes):
 
 @pytest.mark.slow
 def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, monkeypatch, capsys):
+    # a low score threshold, so the runs have detections and the AP comparison is not of two empty results
     path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"},
-                                          {"variant": "harmonicdet", "arch": "fcos"}])
+                                          {"variant": "harmonicdet", "arch": "fcos"}],
+                       max_iters=3, set=["train.max_iters=3", "eval.every=1", "eval.subset=4",
+                                         "model.options={fpn_channels: 64, detector_kwargs: {score_thresh: 0.01}}"])
     summary = run_study(path, show_progress=False)
 
     on_disk = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
-    assert set(on_disk) == {"study", "baseline", "bootstrap", "runs", "groups", "plots"}
+    assert set(on_disk) == {"study", "baseline", "bootstrap", "runs", "groups", "plots", "commits"}
+    for name in ("fcos-standard-s0", "fcos-harmonicdet-s0"):
+        assert json.loads((tmp_path / "out" / "runs" / name / "results.json").read_text()), name
+    assert sorted(n for names in on_disk["commits"].values() for n in names) == \
+        ["fcos-harmonicdet-s0", "fcos-standard-s0"]
     runs = {r["name"]: r for r in on_disk["runs"]}
     assert set(runs) == {"fcos-standard-s0", "fcos-harmonicdet-s0"}
     for name, record in runs.items():
         evaluated = json.loads((tmp_path / "out" / "runs" / name / "eval.json").read_text())
         assert record["metrics"] == evaluated["metrics"]
-        assert record["iterations"] == 2 and record["train_s"] > 0
-    assert "beta_c" in runs["fcos-harmonicdet-s0"]["late_stats"]
+        assert record["iterations"] == 3 and record["train_s"] > 0
+        assert [h["iteration"] for h in record["history"]] == [1, 2, 3]
+    assert {"beta_c", "reversed_frac"} <= set(runs["fcos-harmonicdet-s0"]["late_stats"])
     groups = {g["variant"]: g for g in on_disk["groups"]}
+    standard_curve = groups["standard"]["convergence"]
+    assert standard_curve["iterations"] == [1, 2, 3]
+    assert standard_curve["target"] == runs["fcos-standard-s0"]["history"][-1]["AP"]
     assert groups["standard"]["delta"] is None and groups["standard"]["bootstrap"] is None
     delta = groups["harmonicdet"]["delta"]["AP"]
     expected = runs["fcos-harmonicdet-s0"]["metrics"]["AP"] - runs["fcos-standard-s0"]["metrics"]["AP"]
@@ -81,8 +92,9 @@ def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, m
     # the bootstrap's full-set difference is pycocotools' AP difference (faster-coco-eval gives the same AP)
     assert groups["harmonicdet"]["bootstrap"]["AP"]["delta"] == pytest.approx(expected, abs=1e-9)
     assert set(groups["harmonicdet"]["bootstrap"]) == {"AP", "AP50", "AP75"}
-    assert all(Path(p).is_file() for p in on_disk["plots"]) and len(on_disk["plots"]) == 3
-    assert "| fcos | harmonicdet | 1 |" in (tmp_path / "report" / "summary.md").read_text()
+    assert all(Path(p).is_file() for p in on_disk["plots"]) and len(on_disk["plots"]) == 4
+    markdown = (tmp_path / "report" / "summary.md").read_text()
+    assert "| fcos | harmonicdet | 1 |" in markdown and "## Convergence" in markdown
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained or evaluated again")

@@ -1,5 +1,9 @@
 """The report of a study: ``summary.json``, a Markdown table and plots, from its finished runs.
 
+The report receives plain data (the study's settings, each run's name, arch, variant,
+seed and folder, and the validation ground truth) and reads the files the training
+and evaluation wrote into each run folder; it never imports the engine.
+
 ``summary.json`` schema::
 
     {"study": str, "baseline": str, "bootstrap": {"samples": int, "seed": int},
@@ -7,11 +11,24 @@
                "metrics": {"AP", "AP50", "AP75", "APs", "APm", "APl"},
                "consistency": {"spearman", "pearson"},
                "train_s": float | null, "iterations": int, "step_s": float,
-               "late_stats": {"beta_c", "beta_r", "pos_p3", ...}}],   # means over the last 10% of iterations
+               "late_stats": {"beta_c", "beta_r", "reversed_frac", "pos_p3", ...},  # means, last 10%
+               "history": [{"iteration", "AP", "AP50", "AP75", "spearman"}],   # eval_history.jsonl
+               "commits": [str], "device_name": str | null}],                 # provenance.json
      "groups": [{"arch", "variant", "seeds": [int],
                  "mean": {metric: float}, "std": {metric: float | null},   # metrics + "spearman"
                  "delta": {metric: {"mean", "std", "seeds"}} | null,       # paired by seed, vs baseline
-                 "bootstrap": {"AP" | "AP50" | "AP75": {"delta", "low", "high", "std"}} | null}]}
+                 "bootstrap": {"AP" | "AP50" | "AP75": {"delta", "low", "high", "std"}} | null,
+                 "convergence": {"iterations": [int], "AP_mean": [float], "AP_std": [float | null],
+                                 "window_start": int, "moved": float, "converged": bool,
+                                 "target": float, "iterations_to_target": int | null} | null}],
+     "commits": {commit: [run name]}}
+
+``convergence`` is computed on the mean over seeds of the periodic evaluation
+(``eval.every``; the iterations every seed evaluated): ``moved`` is the mean AP at
+the last evaluation minus that at ``window_start``, the last evaluation at or before
+80% of the schedule, and ``converged`` is ``|moved| < 0.005``; ``target`` is the
+baseline's final mean AP of the same arch and ``iterations_to_target`` the first
+evaluated iteration at which the variant's mean AP reaches it (``null``: never).
 
 ``std`` is the sample standard deviation over seeds (``null`` for one seed); the
 ``delta`` of a variant pairs each of its seeds with the baseline run of the same
@@ -37,33 +54,83 @@ from harmonicdet.io import write_json_atomic, write_text_atomic
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman")
 _TABLE_METRICS = ("AP", "AP50", "AP75", "spearman")
 _LATE_FRACTION = 0.1
+_LATE_KEYS = ("beta_c", "beta_r", "reversed_frac")
+CONVERGENCE_WINDOW = 0.2  # the last 20% of the schedule
+CONVERGENCE_TOLERANCE = 0.005  # half an AP point
+
+
+def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _late_means(metrics_path: Path) -> Dict[str, Any]:
     """Iterations, median step time and the means of the logged factor/level statistics over the last 10%."""
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = _read_jsonl(metrics_path)
     if not records:
         raise ValueError(f"{metrics_path}: no training records")
     late = records[-max(1, int(len(records) * _LATE_FRACTION)):]
-    keys = sorted({k for r in late for k in r if k in ("beta_c", "beta_r") or k.startswith("pos_")})
+    keys = sorted({k for r in late for k in r if k in _LATE_KEYS or k.startswith("pos_")})
     return {"iterations": int(records[-1]["iteration"]),
             "step_s": statistics.median(r["step_time"] for r in records),
             "late_stats": {k: statistics.fmean(r[k] for r in late if k in r) for k in keys}}
 
 
-def collect_run(run) -> Optional[Dict[str, Any]]:
-    """The summary record of a finished study run, or ``None`` when it has no ``eval.json`` yet."""
-    eval_path = run.directory / "eval.json"
+def collect_run(run: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The summary record of a finished run (``{"name", "arch", "variant", "seed", "dir"}``); ``None`` before
+    its ``eval.json`` exists."""
+    directory = Path(run["dir"])
+    eval_path = directory / "eval.json"
     if not eval_path.is_file():
         return None
     report = json.loads(eval_path.read_text(encoding="utf-8"))
-    timing = run.directory / "study_timing.json"
+    timing = directory / "study_timing.json"
+    provenance = directory / "provenance.json"
+    sittings = json.loads(provenance.read_text(encoding="utf-8"))["sittings"] if provenance.is_file() else []
     overall = report["consistency"].get("overall", {})
-    return {"name": run.name, "arch": run.arch, "variant": run.variant, "seed": run.seed, "dir": str(run.directory),
-            "metrics": report["metrics"],
+    history = [{k: r.get(k) for k in ("iteration", "AP", "AP50", "AP75", "spearman")}
+               for r in _read_jsonl(directory / "eval_history.jsonl")]
+    return {"name": run["name"], "arch": run["arch"], "variant": run["variant"], "seed": int(run["seed"]),
+            "dir": str(directory), "metrics": report["metrics"],
             "consistency": {k: overall.get(k) for k in ("spearman", "pearson")},
             "train_s": json.loads(timing.read_text())["train_s"] if timing.is_file() else None,
-            **_late_means(run.directory / "metrics.jsonl")}
+            **_late_means(directory / "metrics.jsonl"), "history": history,
+            "commits": sorted({str(s["commit"]) for s in sittings}),
+            "device_name": sittings[-1].get("device_name") if sittings else None}
+
+
+def convergence(histories: Sequence[Sequence[Mapping[str, Any]]], *, window: float = CONVERGENCE_WINDOW,
+                tolerance: float = CONVERGENCE_TOLERANCE) -> Optional[Dict[str, Any]]:
+    """Mean ± std over seeds of the AP histories, and whether the mean moved less than ``tolerance`` at the end.
+
+    Args:
+        histories: one list of ``{"iteration", "AP"}`` records per seed.
+        window: the fraction of the schedule at its end over which the move is measured.
+        tolerance: the largest ``|moved|`` that counts as converged.
+
+    Returns:
+        ``{"iterations", "AP_mean", "AP_std", "window_start", "moved", "converged"}`` over the
+        iterations every seed evaluated; ``None`` without at least two such iterations.
+    """
+    if not histories or any(not h for h in histories):
+        return None
+    per_seed = [{int(r["iteration"]): float(r["AP"]) for r in h} for h in histories]
+    iterations = sorted(set.intersection(*(set(h) for h in per_seed)))
+    if len(iterations) < 2:
+        return None
+    means = [statistics.fmean(h[i] for h in per_seed) for i in iterations]
+    stds = [statistics.stdev(h[i] for h in per_seed) if len(per_seed) > 1 else None for i in iterations]
+    last = iterations[-1]
+    start = max((i for i in iterations if i <= (1 - window) * last), default=iterations[0])
+    moved = means[-1] - means[iterations.index(start)]
+    return {"iterations": iterations, "AP_mean": means, "AP_std": stds, "window_start": start,
+            "moved": moved, "converged": abs(moved) < tolerance}
+
+
+def iterations_to_target(iterations: Sequence[int], means: Sequence[float], target: float) -> Optional[int]:
+    """The first of ``iterations`` whose mean AP is at least ``target``; ``None`` if none is."""
+    return next((i for i, m in zip(iterations, means) if m >= target), None)
 
 
 def _value(record: Mapping[str, Any], metric: str) -> Optional[float]:
@@ -78,33 +145,37 @@ def _mean_std(values: Sequence[Optional[float]]) -> tuple:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def summarise(study, records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Group finished runs by (arch, variant): mean ± std over seeds, paired deltas and bootstrap vs the baseline."""
+def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
+              ground_truth: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Group finished runs by (arch, variant): mean ± std over seeds, paired deltas and bootstrap vs the baseline,
+    and the convergence of the periodic evaluation.
+
+    Args:
+        study: ``{"name", "baseline", "bootstrap": {"samples", "seed"}}``.
+        records: :func:`collect_run` records.
+        ground_truth: the COCO ground truth of the validation set every run was evaluated on.
+    """
     by_key: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
     for record in records:
         by_key.setdefault((record["arch"], record["variant"]), {})[record["seed"]] = record
-    runs_by_name = {run.name: run for run in study.runs}
     matches_cache: Dict[str, Any] = {}
 
     def matches(record):
         if record["name"] not in matches_cache:
-            from harmonicdet.engine.builders import build_datasets
-
-            run = runs_by_name[record["name"]]
-            _, val_set = build_datasets(run.config, need_val=True)
-            results = json.loads((run.directory / "results.json").read_text(encoding="utf-8"))
-            matches_cache[record["name"]] = match_per_image(val_set.coco_ground_truth(), results)
+            results = json.loads((Path(record["dir"]) / "results.json").read_text(encoding="utf-8"))
+            matches_cache[record["name"]] = match_per_image(ground_truth, results)
         return matches_cache[record["name"]]
 
     groups = []
     for (arch, variant), seeds in sorted(by_key.items(), key=lambda item: item[0][0]):  # by arch, study order within
         group: Dict[str, Any] = {"arch": arch, "variant": variant, "seeds": sorted(seeds), "mean": {}, "std": {},
-                                 "delta": None, "bootstrap": None}
+                                 "delta": None, "bootstrap": None, "convergence": None}
         for metric in METRICS:
             group["mean"][metric], group["std"][metric] = _mean_std([_value(r, metric) for r in seeds.values()])
-        baseline = by_key.get((arch, study.baseline), {})
+        group["convergence"] = convergence([seeds[s]["history"] for s in sorted(seeds)])
+        baseline = by_key.get((arch, study["baseline"]), {})
         paired = sorted(set(seeds) & set(baseline))
-        if variant != study.baseline and paired:
+        if variant != study["baseline"] and paired:
             group["delta"] = {}
             for metric in METRICS:
                 diffs = [_value(seeds[s], metric) - _value(baseline[s], metric) for s in paired
@@ -112,11 +183,23 @@ def summarise(study, records: List[Dict[str, Any]]) -> Dict[str, Any]:
                 mean, std = _mean_std(diffs)
                 group["delta"][metric] = {"mean": mean, "std": std, "seeds": paired}
             group["bootstrap"] = paired_bootstrap([(matches(seeds[s]), matches(baseline[s])) for s in paired],
-                                                  num_samples=int(study.bootstrap["samples"]),
-                                                  seed=int(study.bootstrap["seed"]))
+                                                  num_samples=int(study["bootstrap"]["samples"]),
+                                                  seed=int(study["bootstrap"]["seed"]))
         groups.append(group)
-    return {"study": study.name, "baseline": study.baseline, "bootstrap": dict(study.bootstrap),
-            "runs": records, "groups": groups}
+    for group in groups:  # iterations-to-target against the baseline's final mean AP of the same arch
+        base = next((g["convergence"] for g in groups
+                     if g["arch"] == group["arch"] and g["variant"] == study["baseline"]), None)
+        if group["convergence"] is not None and base is not None:
+            curve = group["convergence"]
+            curve["target"] = base["AP_mean"][-1]
+            curve["iterations_to_target"] = iterations_to_target(curve["iterations"], curve["AP_mean"],
+                                                                 curve["target"])
+    commits: Dict[str, List[str]] = {}
+    for record in records:
+        for commit in record["commits"]:
+            commits.setdefault(commit, []).append(record["name"])
+    return {"study": study["name"], "baseline": study["baseline"], "bootstrap": dict(study["bootstrap"]),
+            "runs": records, "groups": groups, "commits": commits}
 
 
 def _fmt(mean: Optional[float], std: Optional[float] = None, signed: bool = False) -> str:
@@ -148,6 +231,53 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def convergence_table(summary: Mapping[str, Any]) -> str:
+    """Per (arch, variant): the periodic evaluation's final mean AP, its move over the last 20% of the schedule,
+    whether that is under half a point, the iterations to the baseline's final AP, and the late reversal fraction."""
+    lines = ["| arch | variant | final AP (eval subset) | moved since | converged | iterations to baseline's final AP "
+             "| reversed_frac (late) |", "|---|---|---|---|---|---|---|"]
+    for g in summary["groups"]:
+        curve = g["convergence"]
+        late = [r["late_stats"].get("reversed_frac") for r in summary["runs"]
+                if r["arch"] == g["arch"] and r["variant"] == g["variant"]]
+        late = [v for v in late if v is not None]
+        reversed_frac = f"{statistics.fmean(late):.3f}" if late else "—"
+        if curve is None:
+            lines.append(f"| {g['arch']} | {g['variant']} | — | — | — | — | {reversed_frac} |")
+            continue
+        reached = curve.get("iterations_to_target")
+        target = f"{reached} (of {curve['iterations'][-1]})" if reached is not None else "not reached"
+        lines.append(f"| {g['arch']} | {g['variant']} | {_fmt(curve['AP_mean'][-1], curve['AP_std'][-1])} "
+                     f"| {curve['moved']:+.3f} since {curve['window_start']} | {'yes' if curve['converged'] else 'no'} "
+                     f"| {target if 'target' in curve else '—'} | {reversed_frac} |")
+    return "\n".join(lines)
+
+
+def plot_ap_history(summary: Mapping[str, Any], out_dir: Path) -> List[Path]:
+    """AP against iteration, one plot per arch, one line per variant: mean over seeds with a ± std band."""
+    paths = []
+    for arch in sorted({g["arch"] for g in summary["groups"]}):
+        curves = [g for g in summary["groups"] if g["arch"] == arch and g["convergence"] is not None]
+        if not curves:
+            continue
+        fig = new_figure(6.5, 4.2)
+        ax = fig.subplots()
+        for g in curves:
+            c = g["convergence"]
+            x, mean = np.array(c["iterations"]), np.array(c["AP_mean"])
+            (line,) = ax.plot(x, mean, marker=".", label=f"{g['variant']} ({len(g['seeds'])} seeds)")
+            if all(v is not None for v in c["AP_std"]):
+                std = np.array(c["AP_std"])
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("COCO AP (periodic evaluation subset)")
+        ax.set_title(f"{arch}: AP during training (mean ± std over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(save_figure(fig, out_dir / f"ap_vs_iteration_{arch}.png"))
+    return paths
+
+
 def plot_metrics(summary: Mapping[str, Any], out_path: Path) -> Path:
     """AP and Spearman(score, IoU) per variant and arch: mean over seeds with ± std error bars and the seeds as dots."""
     archs = sorted({g["arch"] for g in summary["groups"]})
@@ -176,15 +306,23 @@ def plot_metrics(summary: Mapping[str, Any], out_path: Path) -> Path:
     return save_figure(fig, out_path)
 
 
-def write_report(study) -> Dict[str, Any]:
-    """Collect the finished runs of ``study`` and write ``summary.json``, ``summary.md`` and ``plots/``."""
-    records = [r for r in (collect_run(run) for run in study.runs) if r is not None]
-    summary = summarise(study, records)
-    out = Path(study.report_dir)
+def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
+                 ground_truth: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Collect the finished runs and write ``summary.json``, ``summary.md`` and ``plots/`` to ``study["report_dir"]``.
+
+    Args:
+        study: ``{"name", "baseline", "bootstrap": {"samples", "seed"}, "report_dir"}``.
+        runs: ``{"name", "arch", "variant", "seed", "dir"}`` of every run of the study, finished or not.
+        ground_truth: the COCO ground-truth dict of the validation set (``None`` when no run is finished).
+    """
+    records = [r for r in (collect_run(run) for run in runs) if r is not None]
+    summary = summarise(study, records, ground_truth)
+    out = Path(study["report_dir"])
     plots = out / "plots"
     summary["plots"] = []
     if records:
         summary["plots"].append(str(plot_metrics(summary, plots / "ap_spearman.png")))
+        summary["plots"] += [str(p) for p in plot_ap_history(summary, plots)]
         for arch in sorted({r["arch"] for r in records}):
             first = {}  # the lowest seed of each variant
             for r in sorted(records, key=lambda r: r["seed"]):
@@ -192,13 +330,16 @@ def write_report(study) -> Dict[str, Any]:
                     first.setdefault(r["variant"], r)
             curves = [(f"{v} (seed {r['seed']})", Path(r["dir"]) / "metrics.jsonl") for v, r in first.items()]
             summary["plots"].append(str(plot_loss_curves(curves, plots / f"loss_curves_{arch}.png")))
-            compared = [v for v in (study.baseline, "harmonicdet") if v in first]
+            compared = [v for v in (study["baseline"], "harmonicdet") if v in first]
             if len(compared) == 2:
                 reports = [json.loads((Path(first[v]["dir"]) / "eval.json").read_text())["consistency"]
                            for v in compared]
                 path = plot_consistency_comparison(reports, compared, plots / arch)[0]
                 summary["plots"].append(str(path))
     write_json_atomic(summary, out / "summary.json")
-    table = markdown_table(summary)
-    write_text_atomic(f"# Study {summary['study']}\n\n{table}\n", out / "summary.md")
+    sections = [f"# Study {summary['study']}", markdown_table(summary), "## Convergence", convergence_table(summary)]
+    if len(summary["commits"]) > 1:
+        sections += ["## Runs trained with different commits",
+                     "\n".join(f"- `{c}`: {', '.join(names)}" for c, names in sorted(summary["commits"].items()))]
+    write_text_atomic("\n\n".join(sections) + "\n", out / "summary.md")
     return summary

@@ -31,6 +31,8 @@ def detections_to_coco(outputs: List[Dict[str, torch.Tensor]], image_ids: List[i
         boxes = output["boxes"].detach().cpu().double()
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         for box, score, label in zip(xywh, output["scores"].tolist(), output["labels"].tolist()):
+            if label == 0:  # sigmoid heads (FCOS, RetinaNet) also score the never-trained background class 0
+                continue
             results.append({"image_id": int(image_id), "category_id": int(label_to_category_id[int(label)]),
                             "bbox": [round(v, 3) for v in box], "score": round(float(score), 5)})
     return results

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from harmonicdet.engine.builders import build_datasets, coco_ground_truth
 from harmonicdet.engine.checkpoint import LAST
 from harmonicdet.engine.config import Config, dump_config, load_config
 from harmonicdet.engine.demo import shipped_config
@@ -180,6 +181,20 @@ def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> Non
         evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
 
 
+def write_study_report(study: Study) -> Dict[str, Any]:
+    """The report of the study's finished runs (:func:`harmonicdet.analysis.study_report.write_report`)."""
+    from harmonicdet.analysis.study_report import write_report
+
+    finished = [run for run in study.runs if (run.directory / "eval.json").is_file()]
+    # every run of a study is evaluated on the same validation data
+    ground_truth = coco_ground_truth(build_datasets(finished[0].config)[1]) if finished else None
+    spec = {"name": study.name, "baseline": study.baseline, "bootstrap": study.bootstrap,
+            "report_dir": str(study.report_dir)}
+    runs = [{"name": r.name, "arch": r.arch, "variant": r.variant, "seed": r.seed, "dir": str(r.directory)}
+            for r in study.runs]
+    return write_report(spec, runs, ground_truth)
+
+
 def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_only: bool = False,
               report: bool = True, show_progress: bool = True) -> Optional[Dict[str, Any]]:
     """Run (or resume) every run of the study at ``path``, then write its report; returns the summary.
@@ -191,8 +206,6 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
         report: ``False`` trains without writing the report (returns ``None``), e.g. for several
             processes sharing a GPU, each with its own ``only``.
     """
-    from harmonicdet.analysis.study_report import write_report
-
     study = load_study(path)
     selected = [run for run in study.runs
                 if not only or any(run.name == o or run.name.startswith(o) for o in only)]
@@ -207,6 +220,6 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
             execute_run(run, state, show_progress=show_progress)
     if not report:
         return None
-    summary = write_report(study)
+    summary = write_study_report(study)
     _say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
