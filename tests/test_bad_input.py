@@ -283,3 +283,86 @@ def test_a_dataset_error_in_a_dataloader_worker_arrives_unwrapped(scenes, tmp_pa
     code, err = run_cli(capsys, "train", config, "--quiet")
     assert_refused(code, err, str(data / "train"), "could not be read")
     assert "worker" not in err
+
+
+# ------------------------------------------------------------------ demo
+
+DEMO_CASES = [
+    (["--budget-minutes", "inf"], "--budget-minutes"),
+    (["--budget-minutes", "nan"], "--budget-minutes"),
+    (["--budget-minutes", "-1"], "--budget-minutes"),
+    (["--budget-minutes", "0.1"], "--budget-minutes"),
+    (["--train-images", "0"], "--train-images"),
+    (["--val-images", "-3"], "--val-images"),
+    (["--train-images", "8"], "--train-images"),  # fewer than one batch of the demo config
+    (["--seed", "-1"], "--seed"),
+]
+
+
+@pytest.mark.parametrize("args,named", DEMO_CASES, ids=[" ".join(c[0]) for c in DEMO_CASES])
+def test_demo_refuses_bad_arguments_before_writing_anything(tmp_path, capsys, monkeypatch, args, named):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(capsys, "demo", "--out", "out", *args)
+    assert_refused(code, err, named)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_never_deletes_what_it_did_not_make(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "out" / "standard" / "config.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own run\n")
+    code, err = run_cli(capsys, "demo", "--out", "out", "--budget-minutes", "2")
+    assert_refused(code, err, "out")
+    assert mine.read_text() == "my own run\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["standard"]
+    (tmp_path / "file").write_text("x")
+    assert_refused(*run_cli(capsys, "demo", "--out", "file"), "file")
+
+
+def test_demo_config_applies_its_settings_after_the_shipped_config(tmp_path):
+    from harmonicdet.engine.demo import demo_config
+
+    config = demo_config(tmp_path / "out", seed=3, num_train=64, num_val=16, fashion_mnist="fm")
+    assert config["seed"] == 3
+    assert config["data"]["scenes"] == {"out": str(tmp_path / "out" / "scenes"), "train": 64, "val": 16,
+                                        "seed": 3, "fashion_mnist": "fm"}
+    assert Path(config["output_dir"]).parent == tmp_path / "out"
+
+
+def test_demo_writes_only_under_out_with_the_given_seed_and_sizes(tmp_path, capsys, monkeypatch):
+    import harmonicdet.engine.demo as demo
+
+    monkeypatch.chdir(tmp_path)
+    trained = []
+
+    def fake_train(config, **kwargs):  # records what the demo trains; the timing probe reads step_time
+        trained.append(config)
+        out = Path(config["output_dir"])
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "step_time": 0.01, "loss": 1.0})
+                                                   + "\n" for i in range(1, 4)))
+        return out
+
+    def fake_eval(config, checkpoint, **kwargs):
+        report = {"metrics": {"AP": 0.1, "AP50": 0.2, "AP75": 0.05}, "consistency": {"overall": {"spearman": 0.5}}}
+        (Path(checkpoint).parent / "eval.json").write_text(json.dumps(report))
+        return report
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(demo, "evaluate_run", fake_eval)
+    monkeypatch.setattr(demo, "plot_loss_curves", lambda runs, path: path)
+    monkeypatch.setattr(demo, "plot_consistency_comparison", lambda reports, labels, out: [])
+    overrides = ["train.batch_size=4", "model.options={fpn_channels: 64}"]
+    for _ in range(2):  # a second run reuses the folder the first one made
+        demo.run_demo(Path("out"), budget_minutes=1.0, seed=3, num_train=16, num_val=8, overrides=overrides)
+        assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    out = tmp_path / "out"
+    assert {Path(c["output_dir"]).name for c in trained} == {"_probe", "standard", "harmonicdet"}
+    for config in trained:
+        assert config["seed"] == 3 and Path(config["output_dir"]).resolve().parent == out.resolve()
+        assert config["data"]["scenes"]["out"] == str(Path("out") / "scenes")
+        assert (config["data"]["scenes"]["train"], config["data"]["scenes"]["val"]) == (16, 8)
+    gt = json.loads((out / "scenes" / "annotations" / "instances_train.json").read_text())
+    assert len(gt["images"]) == 16 and gt["info"]["seed"] == 3
+    assert json.loads((out / ".harmonicdet-demo.json").read_text())["created"]

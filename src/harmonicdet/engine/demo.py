@@ -34,6 +34,7 @@ DEMO_CONFIG = "scenes_fcos_r18.yaml"
 PRESETS = ("standard", "harmonicdet")
 _PROBE_ITERS = 6
 _RESERVE_S = 20.0  # plots, model building, evaluation start-up
+MIN_BUDGET_S = 60.0  # below this no budget can fit scenes, the timing probe and two evaluations
 
 
 def shipped_config(name: str) -> Path:
@@ -48,19 +49,98 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _fresh_run_dir(path: Path) -> None:
-    # only a folder this demo made before (it has a run's config.yaml) is cleared
-    if path.exists():
-        if not (path / "config.yaml").is_file():
-            raise ValueError(f"{path} exists and is not a run folder; choose another --out")
-        shutil.rmtree(path)
+MARKER = ".harmonicdet-demo.json"  # in --out: the entries the demo made there (the only ones it ever removes)
 
 
-def _time_steps(config: Config, out: Path) -> Dict[str, float]:
+class DemoFolder:
+    """``--out``: new, empty, or made by the demo before (:data:`MARKER` lists what the demo created).
+
+    A folder holding anything else is refused, and the demo only ever removes entries that
+    the marker says it created: a user's files are never deleted.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.marker = self.out / MARKER
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; choose a folder")
+        if self.marker.is_file():
+            try:
+                self.created = set(json.loads(self.marker.read_text(encoding="utf-8"))["created"])
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{self.marker} is not a demo marker; choose another --out") from None
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise ValueError(f"--out {self.out} exists and holds files the demo did not make; "
+                             "choose a new or empty folder")
+        else:
+            self.created = set()
+
+    def check(self, *names: str) -> None:
+        """Refuse now, before any work, if ``out/name`` exists and the demo did not make it."""
+        for name in names:
+            if ((self.out / name).exists() or (self.out / name).is_symlink()) and name not in self.created:
+                raise ValueError(f"{self.out / name} was not made by the demo; move it away or choose another --out")
+
+    def claim(self, name: str) -> Path:
+        """``out/name`` for the demo to (re)write: emptied if the demo made it before, refused if not."""
+        path = self.out / name
+        if path.exists() or path.is_symlink():
+            if name not in self.created:
+                raise ValueError(f"{path} was not made by the demo; move it away or choose another --out")
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        self.keep(name)
+        return path
+
+    def keep(self, name: str) -> Path:
+        """Record ``out/name`` as made by the demo (kept between runs, e.g. the scenes)."""
+        path = self.out / name
+        if name in self.created:
+            return path
+        if path.exists() or path.is_symlink():
+            raise ValueError(f"{path} was not made by the demo; move it away or choose another --out")
+        self.created.add(name)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic({"created": sorted(self.created)}, self.marker)
+        return path
+
+
+def check_demo_arguments(budget_minutes: float, num_train: int, num_val: int, seed: int = 0) -> None:
+    """The demo's own arguments, checked before anything is written."""
+    if isinstance(budget_minutes, bool) or not isinstance(budget_minutes, (int, float)) \
+            or not math.isfinite(budget_minutes) or budget_minutes <= 0:
+        raise ValueError(f"--budget-minutes must be a finite number of minutes > 0, got {budget_minutes!r}")
+    if budget_minutes * 60 < MIN_BUDGET_S:
+        raise ValueError(f"--budget-minutes {budget_minutes} is less than the {MIN_BUDGET_S / 60:g} minutes the demo "
+                         "needs for data, timing and evaluation alone; give it more time")
+    for flag, value in (("--train-images", num_train), ("--val-images", num_val)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}")
+
+
+def demo_config(out: Path, *, seed: int = 0, num_train: int = 2000, num_val: int = 300,
+                fashion_mnist: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """The shipped demo config with the demo's settings applied after it: seed, scenes under ``out``."""
+    scenes = {"out": str(Path(out) / "scenes"), "train": num_train, "val": num_val, "seed": seed,
+              "fashion_mnist": None if fashion_mnist is None else str(fashion_mnist)}
+    config = load_config(shipped_config(DEMO_CONFIG), [*overrides, f"seed={seed}",
+                                                       f"data.scenes={json.dumps(scenes)}",
+                                                       f"output_dir={json.dumps(str(Path(out) / 'run'))}"])
+    batch = config["train"]["batch_size"]
+    if num_train < batch:
+        raise ValueError(f"--train-images {num_train} is fewer than one training batch (train.batch_size={batch})")
+    return config
+
+
+def _time_steps(config: Config, folder: DemoFolder) -> Dict[str, float]:
     """Seconds per training step and per evaluated image, from a short probe run."""
-    probe = load_config(base=config, overrides=[f"output_dir={out}", f"train.max_iters={_PROBE_ITERS}",
-                                                "train.warmup_iters=0"])
-    _fresh_run_dir(out)
+    out = folder.claim("_probe")
+    probe = load_config(base=config, overrides=[f"output_dir={json.dumps(str(out))}",
+                                                f"train.max_iters={_PROBE_ITERS}", "train.warmup_iters=0"])
     train(probe, show_progress=False)
     steps = [json.loads(line)["step_time"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     step_s = statistics.median(steps[1:])  # the first step pays for allocator warm-up
@@ -99,16 +179,18 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     """
     started = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_demo_arguments(budget_minutes, num_train, num_val, seed)
+    base = demo_config(out, seed=seed, num_train=num_train, num_val=num_val, fashion_mnist=fashion_mnist,
+                       overrides=overrides)
+    folder = DemoFolder(out)
+    results = ("loss_curves.png", "consistency_comparison.png", "summary.json", "summary.md")
+    folder.check("scenes", "_probe", *presets, *results)
     _say(f"[demo] 1/4 Fashion-MNIST scenes: {num_train} train + {num_val} val -> {out / 'scenes'}")
+    folder.keep("scenes")
     make_scenes(out / "scenes", num_train=num_train, num_val=num_val, seed=seed, fashion_mnist=fashion_mnist)
-    scenes = {"out": str(out / "scenes"), "train": num_train, "val": num_val, "seed": seed,
-              "fashion_mnist": fashion_mnist}
-    base = load_config(shipped_config(DEMO_CONFIG), list(overrides),
-                       base={"seed": seed, "data": {"scenes": scenes}})
 
     _say("[demo] 2/4 timing a few training steps to fit the budget")
-    timing = _time_steps(base, out / "_probe")
+    timing = _time_steps(base, folder)
     eval_s = timing["image_s"] * num_val
     left = budget_minutes * 60 - (time.perf_counter() - started) - len(presets) * eval_s - _RESERVE_S
     iterations = math.floor(left / (len(presets) * timing["step_s"] * 1.05))
@@ -119,10 +201,9 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
 
     rows, runs = [], []
     for index, preset in enumerate(presets):
-        run_dir = out / preset
-        _fresh_run_dir(run_dir)
+        run_dir = folder.claim(preset)
         config = load_config(base=base, overrides=[
-            f"output_dir={run_dir}", f"model.loss={preset}", f"train.max_iters={iterations}",
+            f"output_dir={json.dumps(str(run_dir))}", f"model.loss={preset}", f"train.max_iters={iterations}",
             f"train.warmup_iters={min(base['train']['warmup_iters'], iterations // 10)}"])
         _say(f"[demo] 3/4 training {preset} ({index + 1}/{len(presets)})")
         t0 = time.perf_counter()
@@ -136,6 +217,8 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
         runs.append((preset, run_dir))
 
     table = _table(rows)
+    for name in results:
+        folder.claim(name)
     plots = [plot_loss_curves([(p, d / "metrics.jsonl") for p, d in runs], out / "loss_curves.png")]
     plots += plot_consistency_comparison(
         [json.loads((d / "eval.json").read_text())["consistency"] for _, d in runs],
