@@ -76,10 +76,17 @@ def run_one(variant: str, seed: int, data_yaml: Path, runs: Path, args) -> dict:
     def epoch_start(trainer):
         state["t0"], state["stats"] = time.perf_counter(), []
 
+    anchors = []
+
     def batch_end(trainer):
         stats = criterion_stats(trainer.model)
         if stats:
             state["stats"].append(stats)
+        if trainer.epoch == trainer.epochs - 1:  # the last epoch's foreground anchors, for factor_measurement
+            crit = getattr(trainer.model, "criterion", None)
+            crit = getattr(crit, "one2many", crit)
+            if getattr(crit, "last_anchors", None):
+                anchors.append({k: v.cpu() for k, v in crit.last_anchors.items()})
 
     def epoch_end(trainer):  # on_train_epoch_end: before validation and saving
         entry = {"epoch": trainer.epoch + 1, "train_seconds": time.perf_counter() - state["t0"],
@@ -117,8 +124,41 @@ def run_one(variant: str, seed: int, data_yaml: Path, runs: Path, args) -> dict:
               "train_seconds": sum(e["train_seconds"] for e in epochs_log),
               "seconds_per_epoch": statistics.fmean(e["train_seconds"] for e in epochs_log),
               "epochs_log": epochs_log}
+    if anchors:
+        result["factor_measurement"] = factor_measurement({k: torch.cat([a[k] for a in anchors]) for k in anchors[0]})
     write_json_atomic(result, result_file)
     return result
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ranks = [torch.empty_like(x, dtype=torch.float64).scatter_(0, x.argsort(), torch.arange(len(x), dtype=torch.float64))
+             for x in (a.double(), b.double())]
+    ra, rb = (r - r.mean() for r in ranks)
+    return float((ra * rb).sum() / ((ra.square().sum() * rb.square().sum()).sqrt() + 1e-300))
+
+
+def factor_measurement(anchors) -> dict:
+    """What each candidate factor follows, over the last epoch's foreground anchors.
+
+    ``beta_c`` candidates: Spearman with the prediction's error ``|p - t|`` (a classification
+    quality should follow it) and with the target ``t`` itself (it should not); ``beta_r`` with the
+    gains outside vs inside the exponent: quantiles (a factor ``1 + beta`` that never leaves 1
+    couples nothing).
+    """
+    t, p = anchors["target"], anchors["prob"]
+    error = (p - t).abs()
+    out = {"num_anchors": int(t.numel()), "target_quantiles": _quantiles(t)}
+    for key in ("beta_c", "beta_c_bce"):
+        out[key] = {"spearman_with_neg_error": _spearman(anchors[key], -error), "spearman_with_target":
+                    _spearman(anchors[key], t), "quantiles": _quantiles(anchors[key])}
+    for key in ("beta_r", "beta_r_gains_inside"):
+        out[key] = {"quantiles": _quantiles(anchors[key]), "spearman_with_iou": _spearman(anchors[key], anchors["iou"])}
+    return out
+
+
+def _quantiles(x: torch.Tensor) -> dict:
+    q = torch.quantile(x.double()[:1_000_000], torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
 
 
 def _resumable(last: Path) -> bool:
@@ -176,6 +216,21 @@ def write_summary(results, out: Path, args) -> None:
         for variant, seed, e in stats_rows:
             lines.append(f"| {variant} | {seed} | {e['epoch']} | "
                          + " | ".join(f"{e['stats'][k]:.3g}" for k in keys) + " |")
+    measured = [r for r in results if "factor_measurement" in r]
+    if measured:
+        lines += ["", "Factor measurement over the last epoch's foreground anchors (Spearman; quantiles p10/p50/p90): "
+                  "a classification quality should follow the prediction's error |p - t|, not the target t.", "",
+                  "| variant | seed | anchors | t p10/p50/p90 | exp(-KL) vs -\\|p-t\\| | exp(-KL) vs t | "
+                  "exp(-BCE) vs -\\|p-t\\| | exp(-BCE) vs t | exp(-BCE) p10/p50/p90 | beta_r p10/p50/p90 | "
+                  "beta_r gains inside p10/p50/p90 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        q = lambda d: "/".join(f"{d[k]:.3g}" for k in ("p10", "p50", "p90"))  # noqa: E731
+        for r in measured:
+            m = r["factor_measurement"]
+            lines.append(f"| {r['variant']} | {r['seed']} | {m['num_anchors']} | {q(m['target_quantiles'])} | "
+                         f"{m['beta_c']['spearman_with_neg_error']:.3f} | {m['beta_c']['spearman_with_target']:.3f} | "
+                         f"{m['beta_c_bce']['spearman_with_neg_error']:.3f} | "
+                         f"{m['beta_c_bce']['spearman_with_target']:.3f} | {q(m['beta_c_bce']['quantiles'])} | "
+                         f"{q(m['beta_r']['quantiles'])} | {q(m['beta_r_gains_inside']['quantiles'])} |")
     write_json_atomic(summary, out / "summary.json")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 

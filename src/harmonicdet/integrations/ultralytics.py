@@ -181,6 +181,9 @@ class HarmonicDetectionLoss(v8DetectionLoss):
             ``beta_c_gains_inside`` and ``beta_r_gains_inside`` (the factors with the gains in
             the exponent), ``beta_r_std`` and ``beta_r_gains_inside_std``, ``target_score``,
             ``num_fg``.
+        last_anchors: detached per-foreground-anchor tensors of the last call: ``target`` (TAL's
+            score of the assigned class), ``prob`` (its sigmoid), ``beta_c``, ``beta_c_bce``,
+            ``beta_r``, ``beta_r_gains_inside``, ``iou``.
     """
 
     def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: Optional[int] = None, *,
@@ -188,6 +191,7 @@ class HarmonicDetectionLoss(v8DetectionLoss):
         super().__init__(model, tal_topk=tal_topk, tal_topk2=tal_topk2)
         self.options = options
         self.last_stats: Dict[str, torch.Tensor] = {}
+        self.last_anchors: Dict[str, torch.Tensor] = {}
         if options is not None:
             extra = (("hiou_loss",) if options.alpha > 0 else ()) + (("tc_loss",) if options.tc_margin is not None else ())
             self.loss_names = tuple(self.loss_names) + extra
@@ -332,6 +336,11 @@ class HarmonicDetectionLoss(v8DetectionLoss):
             "target_score": mean(gt_target),
             "num_fg": torch.tensor(float(kl.numel())),
         }
+        gt_prob = terms["probs"].gather(1, terms["label"].unsqueeze(1)).squeeze(1)
+        self.last_anchors = {  # per foreground anchor, for measurements (scripts/yolo_study.py)
+            "target": gt_target.float(), "prob": gt_prob.float(), "beta_c": torch.exp(-kl).float(),
+            "beta_c_bce": torch.exp(-terms["bce"]).float(), "beta_r": beta_r.float(),
+            "beta_r_gains_inside": beta_r_in.float(), "iou": terms["iou"].float()}
 
 
 def build_criterion(model: torch.nn.Module, options: Optional[HarmonicOptions]):
