@@ -366,3 +366,130 @@ def test_demo_writes_only_under_out_with_the_given_seed_and_sizes(tmp_path, caps
     gt = json.loads((out / "scenes" / "annotations" / "instances_train.json").read_text())
     assert len(gt["images"]) == 16 and gt["info"]["seed"] == 3
     assert json.loads((out / ".harmonicdet-demo.json").read_text())["created"]
+
+
+# ------------------------------------------------------------------ losses: finite where the input is finite
+
+
+def test_task_contrast_gradient_is_finite_for_a_zero_probability():
+    from harmonicdet.losses import task_contrast_loss
+
+    logits = torch.tensor([[30.0, 0.0, -80.0]], requires_grad=True)
+    probs = logits.softmax(dim=1)
+    assert probs[0, 2] == 0  # underflows in float32
+    iou = torch.tensor([0.1], requires_grad=True)
+    loss = task_contrast_loss(probs, probs[:, 0], iou, detach_entropy=False, reduction="sum")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all() and torch.isfinite(iou.grad).all()
+
+
+def test_task_contrast_values_and_gradients_unchanged_for_valid_input():
+    from harmonicdet.losses import task_contrast_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(64, 11, requires_grad=True)
+    iou = torch.rand(64, requires_grad=True)
+    probs = logits.softmax(dim=1)
+    loss = task_contrast_loss(probs, probs[:, 1], iou, detach_entropy=False)
+    q = probs / probs.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)  # the formula as it was
+    entropy = -torch.special.xlogy(q, q).sum(dim=1)
+    expected = ((probs[:, 1] - iou).abs() - 0.2).clamp(min=0) / (1 + torch.exp(entropy))
+    assert torch.equal(loss, expected)
+    grads = torch.autograd.grad(loss.sum(), (logits, iou), retain_graph=True)
+    # (equal up to the order autograd accumulates the two uses of probs in)
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+               for a, b in zip(grads, torch.autograd.grad(expected.sum(), (logits, iou))))
+
+
+def _plain_iou(b1, b2, eps=1e-7):
+    x1, y1, x2, y2 = b1.unbind(-1)
+    u1, v1, u2, v2 = b2.unbind(-1)
+    inter = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0) * \
+        (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)
+    a1 = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    a2 = (u2 - u1).clamp(min=0) * (v2 - v1).clamp(min=0)
+    return inter / (a1 + a2 - inter + eps)
+
+
+def test_box_iou_bit_identical_for_valid_boxes_and_finite_for_huge_or_infinite_ones():
+    from harmonicdet.losses import harmonic_iou_loss
+    from harmonicdet.losses.box_iou import aligned_box_iou
+
+    torch.manual_seed(0)
+    xy = torch.rand(256, 2) * 500
+    pred = torch.cat([xy, xy + torch.rand(256, 2) * 200], 1).requires_grad_()
+    target = torch.cat([xy + 5, xy + 5 + torch.rand(256, 2) * 200], 1)
+    got, want = aligned_box_iou(pred, target), _plain_iou(pred, target)
+    assert torch.equal(got, want)
+    assert torch.equal(torch.autograd.grad(got.sum(), pred, retain_graph=True)[0],
+                       torch.autograd.grad(want.sum(), pred)[0])
+
+    huge = torch.tensor([[2e19, 2e19, 3e19, 3e19], [0.0, 0.0, 3e38, 3e38]], requires_grad=True)
+    loss = harmonic_iou_loss(huge, huge.detach().clone(), reduction="none")
+    loss.sum().backward()
+    assert torch.allclose(loss, torch.zeros(2), atol=1e-5) and torch.isfinite(huge.grad).all()
+
+    inf = torch.tensor([[0.0, 0.0, float("inf"), 10.0]], requires_grad=True)
+    loss = harmonic_iou_loss(inf, torch.tensor([[0.0, 0.0, 10.0, 10.0]]), reduction="sum")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(inf.grad).all()
+
+
+def test_half_precision_mean_with_a_large_avg_factor_is_finite():
+    from harmonicdet.losses import harmonic_loss
+
+    n = 20000
+    cls = torch.full((n,), 2.0, dtype=torch.float16, requires_grad=True)
+    loc = torch.full((n,), 1.0, dtype=torch.float16, requires_grad=True)
+    loss = harmonic_loss(cls, loc, reduction="mean", avg_factor=n)
+    loss.backward()
+    expected = (1 + torch.exp(torch.tensor(-1.0))) * 2 + (1 + torch.exp(torch.tensor(-2.0))) * 1
+    assert torch.isfinite(loss) and abs(loss.item() - expected.item()) < 1e-2
+    assert torch.isfinite(cls.grad).all() and torch.isfinite(loc.grad).all()
+
+
+def _tc(**kw):
+    from harmonicdet.losses import task_contrast_loss
+
+    args = dict(class_probs=torch.tensor([[0.7, 0.3]]), gt_prob=torch.tensor([0.7]), iou=torch.tensor([0.2]))
+    args.update(kw)
+    return task_contrast_loss(args.pop("class_probs"), args.pop("gt_prob"), args.pop("iou"), **args)
+
+
+def _hiou(**kw):
+    from harmonicdet.losses import harmonic_iou_loss
+
+    args = dict(pred_boxes=torch.tensor([[0.0, 0, 4, 4]]), target_boxes=torch.tensor([[1.0, 1, 5, 5]]))
+    args.update(kw)
+    return harmonic_iou_loss(**args)
+
+
+def _har(**kw):
+    from harmonicdet.losses import harmonic_loss
+
+    args = dict(cls_loss=torch.tensor([0.5]), loc_loss=torch.tensor([0.2]))
+    args.update(kw)
+    return harmonic_loss(args.pop("cls_loss"), args.pop("loc_loss"), **args)
+
+
+LOSS_CASES = [
+    (_tc, {"class_probs": torch.tensor([[2.0, -1.0]]), "gt_prob": torch.tensor([2.0])}, "class_probs"),
+    (_tc, {"gt_prob": torch.tensor([-0.5])}, "gt_prob"),
+    (_tc, {"iou": torch.tensor([1.5])}, "iou"),
+    (_tc, {"margin": float("nan")}, "margin"),
+    (_tc, {"margin": "0.2"}, "margin"),
+    (_tc, {"class_probs": [[0.7, 0.3]]}, "class_probs must be a floating point torch.Tensor"),
+    (_tc, {"gt_prob": torch.tensor([1])}, "gt_prob must be a floating point torch.Tensor"),
+    (_hiou, {"pred_boxes": [[0.0, 0, 4, 4]]}, "boxes1 must be a floating point torch.Tensor"),
+    (_hiou, {"target_boxes": torch.tensor([[1, 1, 5, 5]])}, "boxes2"),
+    (_hiou, {"gamma": "abc"}, "gamma must be a finite number"),
+    (_har, {"cls_loss": [0.5]}, "cls_loss must be a floating point torch.Tensor"),
+    (_har, {"loc_loss": torch.tensor([1])}, "loc_loss"),
+    (_har, {"reduction": "mean", "avg_factor": "n"}, "avg_factor"),
+]
+
+
+@pytest.mark.parametrize("call,kwargs,named", LOSS_CASES, ids=[f"{c[0].__name__}-{c[2]}" for c in LOSS_CASES])
+def test_losses_name_what_they_expected(call, kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        call(**kwargs)

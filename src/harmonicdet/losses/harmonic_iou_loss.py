@@ -13,8 +13,8 @@ from .reduction import check_reduction, weight_reduce_loss
 
 def check_hiou_gamma(gamma: float) -> float:
     """Return ``gamma`` if the HIoU loss is monotonically non-increasing in IoU on [0, 1] (Eq. S-13)."""
-    if not math.isfinite(gamma):
-        raise ValueError(f"gamma must be a finite number, got {gamma}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
+        raise ValueError(f"gamma must be a finite number <= 1, got {gamma!r}")
     if gamma > 1:
         raise ValueError(
             f"gamma={gamma} makes the Harmonic IoU loss increase with IoU for IoU < (gamma-1)/(gamma+1); "

@@ -11,10 +11,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
-from .reduction import check_reduction, weight_reduce_loss
+from .reduction import check_float_tensor, check_reduction, weight_reduce_loss
 
 
 def _check_pair(cls_loss: Tensor, loc_loss: Tensor) -> None:
+    check_float_tensor(cls_loss, "cls_loss", "(N,)")
+    check_float_tensor(loc_loss, "loc_loss", "(N,)")
     if cls_loss.shape != loc_loss.shape:
         raise ValueError(
             f"cls_loss and loc_loss must have the same shape (one value per positive), "
@@ -133,7 +135,7 @@ def harmonic_terms(
     the closed form of S-5/S-10 (a custom autograd ``Function``; first order only).
     """
     _check_pair(cls_loss, loc_loss)
-    if beta_c is not None and beta_c.shape != cls_loss.shape:
+    if beta_c is not None and check_float_tensor(beta_c, "beta_c", "(N,)").shape != cls_loss.shape:
         raise ValueError(f"beta_c must have shape {tuple(cls_loss.shape)}, got {tuple(beta_c.shape)}")
     detach_beta_c, detach_beta_r = detach_flags(detach_factors)
     return _HarmonicTerms.apply(cls_loss, loc_loss, beta_c, detach_beta_c, detach_beta_r)

@@ -9,6 +9,7 @@ torchvision's box losses do, so ``backward()`` works on batches with no positive
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -22,6 +23,16 @@ def check_reduction(reduction: str) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
+
+
+def check_float_tensor(value: object, name: str, expected: str = "") -> Tensor:
+    """``value`` if it is a floating-point ``torch.Tensor``; a ``ValueError`` saying what was expected otherwise."""
+    shape = f" {expected}" if expected else ""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a floating point torch.Tensor{shape}, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating point torch.Tensor{shape}, got dtype {value.dtype}")
+    return value
 
 
 def weight_reduce_loss(
@@ -40,10 +51,14 @@ def weight_reduce_loss(
             ``loss.sum() / (avg_factor + eps)``); must be ``None`` for ``"sum"``.
 
     Returns:
-        ``loss`` (``"none"``) or a scalar tensor.
+        ``loss`` (``"none"``) or a scalar tensor of the loss's dtype; half-precision losses
+        are accumulated in float32 (a float16 sum overflows at 65504).
     """
     check_reduction(reduction)
+    check_float_tensor(loss, "loss")
     if weight is not None:
+        if not isinstance(weight, Tensor):
+            raise ValueError(f"weight must be a torch.Tensor broadcastable to the loss, got {type(weight).__name__}")
         if weight.dim() > loss.dim() or any(
             w not in (1, n) for w, n in zip(weight.shape[::-1], loss.shape[::-1])
         ):
@@ -53,12 +68,18 @@ def weight_reduce_loss(
         loss = loss * weight
     if reduction == "none":
         return loss
+    if avg_factor is not None and not isinstance(avg_factor, Tensor) and (
+            isinstance(avg_factor, bool) or not isinstance(avg_factor, (int, float)) or not math.isfinite(avg_factor)):
+        raise ValueError(f"avg_factor must be a finite number or a tensor, got {avg_factor!r}")
+    dtype = loss.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        loss = loss.float()  # accumulate in float32: a float16 sum overflows at 65504
     if avg_factor is None:
         if reduction == "sum":
-            return loss.sum()
-        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
+            return loss.sum().to(dtype)
+        return (loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()).to(dtype)
     if reduction == "sum":
         raise ValueError('avg_factor can not be used with reduction="sum"')
     # eps as in mmdetection: avg_factor 0 (no positives) gives 0 instead of NaN
     eps = torch.finfo(torch.float32).eps
-    return loss.sum() / (avg_factor + eps)
+    return (loss.sum() / (avg_factor + eps)).to(dtype)

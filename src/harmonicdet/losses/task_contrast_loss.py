@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .reduction import check_reduction, weight_reduce_loss
+from .reduction import check_float_tensor, check_reduction, weight_reduce_loss
+
+
+def _check_ranges(class_probs: Tensor, gt_prob: Tensor, iou: Tensor) -> None:
+    """Probabilities in [0, 1] (class_probs only >= 0: rows are renormalised) and IoUs in [0, 1]; NaN passes."""
+    flags = torch.stack([(class_probs < 0).any(), ((gt_prob < 0) | (gt_prob > 1)).any(),
+                         ((iou < 0) | (iou > 1)).any()]).tolist()
+    for bad, name, expected in zip(flags, ("class_probs", "gt_prob", "iou"),
+                                   ("non-negative probabilities (not logits)", "probabilities in [0, 1]",
+                                    "IoUs in [0, 1]")):
+        if bad:
+            raise ValueError(f"{name} must hold {expected}")
 
 
 def task_contrast_loss(
@@ -46,16 +58,21 @@ def task_contrast_loss(
         Tensor[N] for ``"none"``, else a scalar.
     """
     check_reduction(reduction)
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    check_float_tensor(class_probs, "class_probs", "(N, K) of probabilities")
+    check_float_tensor(gt_prob, "gt_prob", "(N,) of probabilities")
+    check_float_tensor(iou, "iou", "(N,) in [0, 1]")
     if class_probs.dim() != 2 or class_probs.shape[0] != gt_prob.shape[0] or gt_prob.shape != iou.shape:
         raise ValueError(
             "expected class_probs (N, K), gt_prob (N,) and iou (N,), got "
             f"{tuple(class_probs.shape)}, {tuple(gt_prob.shape)} and {tuple(iou.shape)}"
         )
+    _check_ranges(class_probs, gt_prob, iou)
     q = class_probs / class_probs.sum(dim=1, keepdim=True).clamp(min=torch.finfo(class_probs.dtype).tiny)
-    # xlogy gives 0 * log 0 = 0 for classes with zero probability
-    entropy = -torch.special.xlogy(q, q).sum(dim=1)
+    # xlogy gives 0 * log 0 = 0 for classes with zero probability; its second argument is 1 there, so the
+    # gradient stays finite (xlogy's d/dy = x / y would be 0 / 0)
+    entropy = -torch.special.xlogy(q, torch.where(q > 0, q, torch.ones_like(q))).sum(dim=1)
     if detach_entropy:
         entropy = entropy.detach()
     gap = (gt_prob - iou.to(gt_prob.dtype)).abs()
