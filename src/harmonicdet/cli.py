@@ -14,8 +14,10 @@ from typing import Sequence
 # Modules that register a sub-command; imported lazily so `harmonicdet --help` stays fast.
 _COMMAND_MODULES = (
     "harmonicdet.engine.cli",
+    "harmonicdet.engine.predict_cli",
     "harmonicdet.analysis.figures_cli",
     "harmonicdet.analysis.consistency_cli",
+    "harmonicdet.visualization.draw_cli",
     "harmonicdet.data.cli",
 )
 

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and ``os.replace``."""
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``json.dump`` ``obj`` to ``path`` atomically (see :func:`write_text_atomic`)."""
     return write_text_atomic(json.dumps(obj), path)
+
+
+def write_image_atomic(image: Any, path: str | os.PathLike, *, format: str = "PNG", **options: Any) -> Path:
+    """Save a ``PIL.Image`` to ``path`` atomically: encoded in memory, then :func:`write_bytes_atomic`.
+
+    ``options`` go to ``Image.save`` (e.g. ``compress_level=1`` for a fast PNG).
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return write_bytes_atomic(buffer.getvalue(), path)

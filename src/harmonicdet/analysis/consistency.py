@@ -64,7 +64,8 @@ Entry points
 * :func:`score_iou_pairs` -- the per-detection ``(score, IoU)`` pairs of COCO results.
 * :func:`match_detections` -- just the vectorised matching: IoU, matched object, ignored.
 * :func:`correlations`, :func:`inconsistency`, :func:`calibration`, :func:`nms_ranking` --
-  the metrics on plain arrays.
+  the metrics on plain arrays; :func:`inconsistent_detections` -- which detections
+  :func:`inconsistency` counts (``harmonicdet draw`` marks them).
 
 Malformed input raises ``ValueError`` naming the entry and the field, e.g.
 ``results[12]: image_id 99 is not in the ground truth``: unknown image or category
@@ -93,6 +94,9 @@ ArrayLike = Any  # numpy array, torch tensor or nested sequence
 _CHUNK = 2_000_000  # detection x ground-truth pairs per IoU block
 _FIELDS = ("image_id", "category_id", "bbox", "score")
 HISTOGRAM_BINS = 20
+# default thresholds of the inconsistency rates (``report["inconsistency"]``); also the bands drawn by
+# ``harmonicdet draw``: IoU < IOU_LOW badly localised, IoU >= IOU_HIGH well localised
+SCORE_HI, SCORE_LO, IOU_LOW, IOU_HIGH = 0.5, 0.2, 0.5, 0.75
 
 
 # --------------------------------------------------------------------------- input
@@ -207,6 +211,7 @@ class GroundTruth:
     Attributes:
         image_ids, category_ids: sorted known ids (int64).
         category_names: names aligned with ``category_ids``.
+        images: ``{image id: the COCO image entry}`` (``file_name``, ``width``, ``height`` when given).
         boxes: [G, 4] xyxy; image, category: [G] indices into ``image_ids`` / ``category_ids``;
         crowd: [G] bool.
     """
@@ -223,6 +228,7 @@ class GroundTruth:
                 if not isinstance(entry, Mapping) or not _is_integer(entry.get("id")):
                     raise ValueError(f"ground truth {key}[{i}]: needs an integer id")
         self.image_ids = np.unique(np.array([int(im["id"]) for im in data["images"]], dtype=np.int64))
+        self.images: Dict[int, Mapping[str, Any]] = {int(im["id"]): im for im in data["images"]}
         categories = sorted({int(c["id"]): str(c.get("name", c["id"])) for c in data["categories"]}.items())
         self.category_ids = np.array([c for c, _ in categories], dtype=np.int64)
         self.category_names = [n for _, n in categories]
@@ -394,13 +400,28 @@ def _ratio(numerator: int, denominator: int) -> Optional[float]:
     return None if denominator == 0 else numerator / denominator
 
 
-def inconsistency(scores: ArrayLike, ious: ArrayLike, *, score_hi: float = 0.5, score_lo: float = 0.2,
-                  iou_low: float = 0.5, iou_high: float = 0.75) -> Dict[str, Any]:
+def inconsistent_detections(scores: ArrayLike, ious: ArrayLike, *, score_hi: float = SCORE_HI,
+                            score_lo: float = SCORE_LO, iou_low: float = IOU_LOW,
+                            iou_high: float = IOU_HIGH) -> Tuple[np.ndarray, np.ndarray]:
+    """Per detection, the two kinds of inconsistency that :func:`inconsistency` counts.
+
+    Returns:
+        ``(high_score_low_iou, low_score_high_iou)``, bool arrays: ``s >= score_hi and u < iou_low``
+        (a confident, badly localised box) and ``s < score_lo and u >= iou_high`` (a well-localised
+        box scored low).
+    """
+    s, u = _as_numpy(scores, np.float64).ravel(), _as_numpy(ious, np.float64).ravel()
+    return (s >= score_hi) & (u < iou_low), (s < score_lo) & (u >= iou_high)
+
+
+def inconsistency(scores: ArrayLike, ious: ArrayLike, *, score_hi: float = SCORE_HI, score_lo: float = SCORE_LO,
+                  iou_low: float = IOU_LOW, iou_high: float = IOU_HIGH) -> Dict[str, Any]:
     """Rates of high-score/low-IoU and low-score/high-IoU detections (see the module docstring)."""
     s, u = _as_numpy(scores, np.float64).ravel(), _as_numpy(ious, np.float64).ravel()
     confident, localised = s >= score_hi, u >= iou_high
-    n_hs_li = int((confident & (u < iou_low)).sum())
-    n_ls_hi = int((localised & (s < score_lo)).sum())
+    hs_li, ls_hi = inconsistent_detections(s, u, score_hi=score_hi, score_lo=score_lo, iou_low=iou_low,
+                                           iou_high=iou_high)
+    n_hs_li, n_ls_hi = int(hs_li.sum()), int(ls_hi.sum())
     return {
         "high_score_low_iou": _ratio(n_hs_li, int(confident.sum())),
         "high_score_low_iou_of_all": _ratio(n_hs_li, len(s)),
@@ -510,7 +531,8 @@ def score_iou_pairs(gt: Any, results: JsonLike) -> Dict[str, np.ndarray]:
     Returns:
         Arrays aligned with ``results``: ``score``, ``iou`` (best non-crowd IoU, 0 when none),
         ``ignored`` (matched a crowd region instead), ``gt_id`` (annotation id of the matched
-        object, -1 when none), ``image_id``, ``category_id``.
+        object, -1 when none), ``gt_index`` (its position in ``GroundTruth.boxes``, -1 when none),
+        ``image_id``, ``category_id``, ``box`` ([D, 4] ``xyxy``).
     """
     truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
     det = _results_arrays(results, truth, "results")
@@ -519,12 +541,13 @@ def score_iou_pairs(gt: Any, results: JsonLike) -> Dict[str, np.ndarray]:
     gt_id = np.where(best >= 0, truth.annotation_ids[np.maximum(best, 0)] if len(best) and len(truth.boxes)
                      else -1, -1)
     return {"score": det["scores"], "iou": iou, "ignored": ignored, "gt_id": np.asarray(gt_id, dtype=np.int64),
-            "image_id": truth.image_ids[det["image"]], "category_id": truth.category_ids[det["category"]]}
+            "gt_index": best, "image_id": truth.image_ids[det["image"]],
+            "category_id": truth.category_ids[det["category"]], "box": det["boxes"]}
 
 
 def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonLike] = None,
-                       score_hi: float = 0.5, score_lo: float = 0.2, iou_floor: float = 0.1,
-                       num_bins: int = 10, iou_low: float = 0.5, iou_high: float = 0.75) -> Dict[str, Any]:
+                       score_hi: float = SCORE_HI, score_lo: float = SCORE_LO, iou_floor: float = 0.1,
+                       num_bins: int = 10, iou_low: float = IOU_LOW, iou_high: float = IOU_HIGH) -> Dict[str, Any]:
     """The consistency report of COCO ``results`` against the COCO ground truth ``gt``.
 
     Args:
@@ -601,8 +624,8 @@ def consistency_report_from_tensors(
     det_boxes: ArrayLike, det_scores: ArrayLike, det_labels: ArrayLike, det_image_ids: ArrayLike,
     gt_boxes: ArrayLike, gt_labels: ArrayLike, gt_image_ids: ArrayLike, gt_iscrowd: Optional[ArrayLike] = None,
     *, candidates: Optional[Tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]] = None,
-    class_names: Optional[Mapping[int, str]] = None, score_hi: float = 0.5, score_lo: float = 0.2,
-    iou_floor: float = 0.1, num_bins: int = 10, iou_low: float = 0.5, iou_high: float = 0.75,
+    class_names: Optional[Mapping[int, str]] = None, score_hi: float = SCORE_HI, score_lo: float = SCORE_LO,
+    iou_floor: float = 0.1, num_bins: int = 10, iou_low: float = IOU_LOW, iou_high: float = IOU_HIGH,
 ) -> Dict[str, Any]:
     """:func:`consistency_report` of flat tensors (torch, any device, or numpy), boxes ``xyxy``.
 
