@@ -493,3 +493,60 @@ LOSS_CASES = [
 def test_losses_name_what_they_expected(call, kwargs, named):
     with pytest.raises(ValueError, match=named):
         call(**kwargs)
+
+
+# ------------------------------------------------------------------ data
+
+
+def _coco_variant(scenes, tmp_path, edit) -> dict:
+    """The training scenes' annotation file changed by ``edit(gt)``, as ``data.train`` arguments."""
+    paths = scenes_paths(scenes, "train")
+    gt = json.loads(Path(paths["ann_file"]).read_text())
+    edit(gt)
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps(gt))
+    return {"img_dir": paths["img_dir"], "ann_file": str(ann)}
+
+
+def _empty(gt):
+    gt["annotations"] = []
+
+
+def _outside(gt):
+    image = gt["images"][0]
+    first = next(i for i, a in enumerate(gt["annotations"]) if a["image_id"] == image["id"])
+    gt["annotations"][first]["bbox"] = [image["width"] + 172, image["height"] + 172, 20, 20]
+    gt["outside_index"] = first
+
+
+DATA_CASES = [(_empty, ["instances.json", "no annotated objects"]), (_outside, ["instances.json", "outside"])]
+
+
+@pytest.mark.parametrize("edit,named", DATA_CASES, ids=["empty-annotations", "box-outside-image"])
+def test_train_refuses_data_that_would_train_on_nothing_or_on_boxes_off_the_image(scenes, tmp_path, capsys,
+                                                                                   edit, named):
+    train_data = _coco_variant(scenes, tmp_path, edit)
+    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", data={"train": train_data}))
+    code, err = run_cli(capsys, "train", config, "--quiet")
+    gt = json.loads(Path(train_data["ann_file"]).read_text())
+    assert_refused(code, err, *named, *([f"annotations[{gt['outside_index']}]"] if "outside_index" in gt else []))
+
+
+def test_skip_invalid_drops_a_box_outside_its_image_with_a_warning(scenes, tmp_path):
+    from harmonicdet.data import CocoDetectionDataset
+
+    train_data = _coco_variant(scenes, tmp_path, _outside)
+    index = json.loads(Path(train_data["ann_file"]).read_text())["outside_index"]
+    with pytest.warns(UserWarning, match=rf"annotations\[{index}\].*outside"):
+        dataset = CocoDetectionDataset(**train_data, skip_invalid=True)
+    assert dataset.num_skipped == 1
+
+
+DATA_VERB_CASES = [(["--train", "-1"], "--train"), (["--val", "-2"], "--val"), (["--seed", "-1"], "--seed"),
+                   (["--workers", "0"], "--workers"), (["--fashion-mnist", "/nonexistent"], "/nonexistent")]
+
+
+@pytest.mark.parametrize("args,named", DATA_VERB_CASES, ids=[" ".join(c[0]) for c in DATA_VERB_CASES])
+def test_data_scenes_refuses_bad_arguments(tmp_path, capsys, args, named):
+    code, err = run_cli(capsys, "data", "scenes", "--out", tmp_path / "s", *args)
+    assert_refused(code, err, named)

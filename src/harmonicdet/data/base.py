@@ -80,6 +80,9 @@ class DetectionDataset(Dataset):
             return self._reject(f"{where}: box {list(box_xyxy)} is not finite")
         if x2 <= x1 or y2 <= y1:
             return self._reject(f"{where}: box {[x1, y1, x2, y2]} (xyxy) has non-positive width or height")
+        if x2 <= 0 or y2 <= 0 or x1 >= record.width or y1 >= record.height:
+            return self._reject(f"{where}: box {[x1, y1, x2, y2]} (xyxy) lies entirely outside its "
+                                f"{record.width}x{record.height} image")
         if not 1 <= label <= len(self.classes):
             return self._reject(f"{where}: label {label} is outside the {len(self.classes)} classes")
         record.boxes.append([x1, y1, x2, y2])
@@ -89,6 +92,11 @@ class DetectionDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def num_objects(self) -> int:
+        """Objects that are training targets (not ignored), over all images."""
+        return sum(not ignored for record in self.records for ignored in record.ignore)
 
     def first(self, count: int) -> "DetectionDataset":
         """The same dataset restricted to its first ``count`` images (all of them if it has fewer)."""

@@ -10,6 +10,10 @@ import time
 def _scenes(args: argparse.Namespace) -> int:
     from .scenes import make_scenes
 
+    for flag, value, least in (("--train", args.train, 0), ("--val", args.val, 0), ("--seed", args.seed, 0),
+                               ("--workers", args.workers, 1)):
+        if value < least:
+            raise ValueError(f"{flag} must be an integer >= {least}, got {value}")
     start = time.perf_counter()
     paths = make_scenes(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
                         fashion_mnist=args.fashion_mnist, workers=args.workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -69,11 +70,18 @@ def build_datasets(config: Config, *, need_val: bool = True) -> Tuple[Any, Optio
     """
     _prepare_scenes(config)
     train_set = _dataset(config, "train", train=True)
+    if train_set.num_objects == 0:
+        source = getattr(train_set, "ann_file", None) or config["data"]["train"]
+        skipped = f" ({train_set.num_skipped} invalid ones skipped)" if train_set.num_skipped else ""
+        raise ValueError(f"data.train: {source} has no annotated objects{skipped}: nothing to train on")
     expected = len(train_set.classes) + 1
     if config["model"]["num_classes"] != expected:
         raise ValueError(f"model.num_classes is {config['model']['num_classes']} but the training data has "
                          f"{len(train_set.classes)} classes (+1 background = {expected})")
     val_set = _dataset(config, "val", train=False) if need_val else None
+    if val_set is not None and val_set.num_objects == 0:
+        warnings.warn(f"data.val: {getattr(val_set, 'ann_file', None) or config['data']['val']} has no annotated "
+                      "objects: AP will be undefined", stacklevel=2)
     if val_set is not None and list(val_set.classes) != list(train_set.classes):
         raise ValueError(f"data.val: classes {val_set.classes} differ from the training classes {train_set.classes}")
     return train_set, val_set
