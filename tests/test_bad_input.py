@@ -550,3 +550,41 @@ DATA_VERB_CASES = [(["--train", "-1"], "--train"), (["--val", "-2"], "--val"), (
 def test_data_scenes_refuses_bad_arguments(tmp_path, capsys, args, named):
     code, err = run_cli(capsys, "data", "scenes", "--out", tmp_path / "s", *args)
     assert_refused(code, err, named)
+
+
+# ------------------------------------------------------------------ consistency
+
+
+def _consistency_files(scenes, tmp_path):
+    gt_path = Path(scenes_paths(scenes, "val")["ann_file"])
+    gt = json.loads(gt_path.read_text())
+    a = gt["annotations"][0]
+    good = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}]
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "high.json").write_text(json.dumps(good + [dict(good[0], score=1.5)]))
+    (tmp_path / "negative.json").write_text(json.dumps([dict(good[0], score=-0.1)]))
+    (tmp_path / "text.json").write_text("{not json")
+    (tmp_path / "bad_image.json").write_text(json.dumps([dict(good[0], image_id=10 ** 6)]))
+    gt["annotations"][2]["id"] = "abc"
+    (tmp_path / "gt_string_id.json").write_text(json.dumps(gt))
+    return gt_path
+
+
+CONSISTENCY_CASES = [
+    (["--dt", "good.json", "--dt", "high.json"], ["high.json", "[1]", "score"]),
+    (["--dt", "negative.json"], ["negative.json", "[0]", "score"]),
+    (["--dt", "good.json", "--dt", "bad_image.json"], ["bad_image.json", "[0]", "image_id"]),
+    (["--dt", "good.json", "--dt", "text.json"], ["text.json"]),
+    (["--dt", "missing.json"], ["missing.json"]),
+    (["--gt", "gt_string_id.json", "--dt", "good.json"], ["gt_string_id.json", "annotations[2]", "id"]),
+]
+
+
+@pytest.mark.parametrize("args,named", CONSISTENCY_CASES, ids=[a[-1] for a, _ in CONSISTENCY_CASES])
+def test_consistency_names_the_file_and_entry(scenes, tmp_path, capsys, monkeypatch, args, named):
+    gt = _consistency_files(scenes, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["consistency", *(["--gt", str(gt)] if "--gt" not in args else []), *args, "--out", "cons"]
+    code, err = run_cli(capsys, *argv)
+    assert_refused(code, err, *named)
+    assert not (tmp_path / "cons").exists()

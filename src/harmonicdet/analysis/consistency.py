@@ -40,8 +40,8 @@ Metrics (over the ``n`` non-ignored detections)
   - ``*_of_all``: the same numerators over all ``n`` detections; ``num_*``: the counts.
     Rates are ``null`` where their denominator is 0.
 * ``calibration``: ``num_bins`` equal-width score bins over ``[0, 1]`` (bin ``b`` holds
-  ``lo <= s < hi``; the last bin includes 1; scores outside ``[0, 1]`` fall in the
-  end bins). Per bin ``count``, ``mean_score``, ``mean_iou`` (``null`` when empty), and
+  ``lo <= s < hi``; the last bin includes 1; scores outside ``[0, 1]``, possible only from
+  tensors (COCO results must hold probabilities), fall in the end bins). Per bin ``count``, ``mean_score``, ``mean_iou`` (``null`` when empty), and
   the expected calibration gap ``sum_b n_b / n * |mean_iou_b - mean_score_b|``
   (``null`` when ``n = 0``). A detector whose scores predict its IoU has gap 0.
 * ``histogram``: counts on a 20 x 20 score x IoU grid (``counts[i][j]``: score bin
@@ -218,28 +218,29 @@ class GroundTruth:
 
     def __init__(self, gt: Any) -> None:
         data = _load_json(gt, "ground-truth")
+        source = f"{gt}: " if isinstance(gt, (str, os.PathLike)) else ""
         if not isinstance(data, Mapping):
-            raise ValueError("ground truth: expected a COCO dict with images, annotations, categories")
+            raise ValueError(f"{source}ground truth: expected a COCO dict with images, annotations, categories")
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
-                raise ValueError(f"ground truth: missing the list {key!r}")
+                raise ValueError(f"{source}ground truth: missing the list {key!r}")
         for key in ("images", "categories"):
             for i, entry in enumerate(data[key]):
                 if not isinstance(entry, Mapping) or not _is_integer(entry.get("id")):
-                    raise ValueError(f"ground truth {key}[{i}]: needs an integer id")
+                    raise ValueError(f"{source}ground truth {key}[{i}]: needs an integer id")
         self.image_ids = np.unique(np.array([int(im["id"]) for im in data["images"]], dtype=np.int64))
         self.images: Dict[int, Mapping[str, Any]] = {int(im["id"]): im for im in data["images"]}
         categories = sorted({int(c["id"]): str(c.get("name", c["id"])) for c in data["categories"]}.items())
         self.category_ids = np.array([c for c, _ in categories], dtype=np.int64)
         self.category_names = [n for _, n in categories]
         anns = data["annotations"]
-        where = "ground truth annotations"
+        where = f"{source}ground truth annotations"
         cols = _columns(anns, where, ("image_id", "category_id", "bbox"))
         self.boxes = _boxes_from_xywh(_bbox_column(cols["bbox"], where), where)
         self.image = self.image_index(_numeric_column(cols["image_id"], where, "image_id", True), where)
         self.category = self.category_index(_numeric_column(cols["category_id"], where, "category_id", True), where)
         self.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-        self.annotation_ids = np.array([a.get("id", i) for i, a in enumerate(anns)], dtype=np.int64)
+        self.annotation_ids = _numeric_column([a.get("id", i) for i, a in enumerate(anns)], where, "id", True)
 
     @staticmethod
     def _index(values: np.ndarray, known: np.ndarray, field: str, where: str) -> np.ndarray:
@@ -268,12 +269,18 @@ class GroundTruth:
 
 def _results_arrays(results: Any, gt: GroundTruth, what: str) -> Dict[str, np.ndarray]:
     """Validated arrays of a COCO results list: boxes (xyxy), scores, image and category indices."""
-    cols = _columns(_load_json(results, what), what, _FIELDS)
+    data = _load_json(results, what)
+    if isinstance(results, (str, os.PathLike)):
+        what = f"{results}: {what}"  # with several --dt files, the error names the one at fault
+    cols = _columns(data, what, _FIELDS)
     bbox = _bbox_column(cols["bbox"], what)
     scores = _numeric_column(cols["score"], what, "score")
     bad = np.nonzero(~np.isfinite(scores))[0]
     if len(bad):
         raise ValueError(f"{what}[{bad[0]}]: score {scores[bad[0]]} is not finite")
+    bad = np.nonzero((scores < 0) | (scores > 1))[0]
+    if len(bad):
+        raise ValueError(f"{what}[{bad[0]}]: score {scores[bad[0]]} is outside [0, 1] (a probability is expected)")
     boxes = _boxes_from_xywh(bbox, what)
     image = gt.image_index(_numeric_column(cols["image_id"], what, "image_id", True), what)
     category = gt.category_index(_numeric_column(cols["category_id"], what, "category_id", True), what)
