@@ -22,8 +22,9 @@ the ground-truth image whose ``file_name`` it is -- first by its path relative t
 folder it was found in (or its name for files given directly), then by its file name
 alone -- and takes that image's id; categories are the ground truth's. Without ``gt``,
 images are numbered 1, 2, ... in input order (folders sorted by name) and categories are
-those of the config's training data. An image that matches no ground-truth entry, or
-several, raises ``ValueError``.
+those of the config's training data (its annotation file's ``categories``, the VOC classes,
+or the Fashion-MNIST classes of ``data.scenes``; nothing is loaded or generated). An image
+that matches no ground-truth entry, or several, raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -126,9 +127,34 @@ def _ids_from_gt(gt: Any, images: Sequence[Tuple[Path, str]]) -> Tuple[List[int]
     return ids, data
 
 
+def _config_categories(config: Config) -> List[Tuple[int, str]]:
+    """``(category id, name)`` of the config's training data, read without loading (or generating) the data."""
+    data = config["data"]
+    train = dict(data["train"])
+    if data["format"] == "voc":
+        from harmonicdet.data.voc import VOC_CLASSES
+
+        return list(enumerate(train.get("classes", VOC_CLASSES), start=1))
+    if not train and data["scenes"]:  # the Fashion-MNIST scenes: categories 1..10 (see make_scenes)
+        from harmonicdet.data import FASHION_MNIST_CLASSES
+
+        return list(enumerate(FASHION_MNIST_CLASSES, start=1))
+    if data["format"] == "coco" and train.get("ann_file"):
+        path = Path(train["ann_file"])
+        try:
+            categories = json.loads(path.read_text(encoding="utf-8"))["categories"]
+            return [(int(c["id"]), str(c["name"])) for c in categories]
+        except FileNotFoundError:
+            raise ValueError(f"data.train.ann_file {path} does not exist: give --gt for the class names") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: no COCO categories ({err}); give --gt for the class names") from None
+    train_set, _ = build_datasets(config, need_val=False)
+    return [(train_set.label_to_category_id[i + 1], name) for i, name in enumerate(train_set.classes)]
+
+
 def _categories(config: Config, gt_data: Optional[Dict[str, Any]], gt_path: Optional[Any]) -> Tuple[List[str],
                                                                                                     Dict[int, int]]:
-    """Class names (label ``i + 1`` is ``names[i]``) and ``label -> category_id``."""
+    """Class names (label ``i + 1`` is ``names[i]``) and ``label -> category_id``, from ``gt`` or the config."""
     num_classes = config["model"]["num_classes"]
     if gt_data is not None:
         categories = []
@@ -136,13 +162,14 @@ def _categories(config: Config, gt_data: Optional[Dict[str, Any]], gt_path: Opti
             if not isinstance(c, dict) or not isinstance(c.get("id"), int):
                 raise ValueError(f"{gt_path}: categories[{i}] needs an integer id")
             categories.append((c["id"], str(c.get("name", c["id"]))))
-        categories.sort()
-        if len(categories) + 1 != num_classes:
-            raise ValueError(f"{gt_path} has {len(categories)} categories but model.num_classes is {num_classes} "
-                             f"({num_classes - 1} classes + background)")
-        return [n for _, n in categories], {i + 1: c for i, (c, _) in enumerate(categories)}
-    train_set, _ = build_datasets(config, need_val=False)
-    return list(train_set.classes), dict(train_set.label_to_category_id)
+        where = str(gt_path)
+    else:
+        categories, where = _config_categories(config), "the config's training data"
+    categories.sort()
+    if len(categories) + 1 != num_classes:
+        raise ValueError(f"{where} has {len(categories)} categories but model.num_classes is {num_classes} "
+                         f"({num_classes - 1} classes + background)")
+    return [n for _, n in categories], {i + 1: c for i, (c, _) in enumerate(categories)}
 
 
 def _png_names(images: Sequence[Tuple[Path, str]], ids: Sequence[int]) -> List[str]:

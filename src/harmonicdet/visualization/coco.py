@@ -41,7 +41,7 @@ class _Matched:
         try:
             pairs = score_iou_pairs(truth, source)
         except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
+            raise ValueError(err if str(err).startswith(name) else f"{name}: {err}") from None
         self.pairs = pairs
         valid = ~pairs["ignored"]
         hs_li, ls_hi = inconsistent_detections(pairs["score"], pairs["iou"], score_hi=bands.score_hi,
