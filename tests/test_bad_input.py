@@ -31,9 +31,9 @@ def assert_refused(code, err, *named):
 def tiny(scenes, out, **sections):
     config = {
         "output_dir": str(out),
-        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 128, "options": {"fpn_channels": 64}},
+        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 64, "options": {"fpn_channels": 64}},
         "data": {"train": scenes_paths(scenes, "train"), "val": scenes_paths(scenes, "val")},
-        "train": {"batch_size": 4, "max_iters": 2, "warmup_iters": 0, "log_every": 1, "device": "cpu",
+        "train": {"batch_size": 2, "max_iters": 2, "warmup_iters": 0, "log_every": 1, "device": "cpu",
                   "checkpoint_every": 1},
         "eval": {"batch_size": 8},
     }
