@@ -4,7 +4,8 @@ Steps: make the Fashion-MNIST scenes; time a few training steps to turn the
 wall-clock budget into an iteration count; train the same FCOS ResNet18-FPN twice
 (``standard`` and ``harmonicdet`` presets, same seed, data order and iterations);
 evaluate both (COCO AP and prediction consistency); print one table and write
-``summary.json``, ``summary.md``, the loss curves and the consistency plots.
+``summary.json``, ``summary.md``, the loss curves, the consistency plots and ``panel.png``
+(the first validation scenes with both runs' detections side by side, ``harmonicdet draw``).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.data import make_scenes
-from harmonicdet.engine.builders import build_datasets, build_model, collate
+from harmonicdet.engine.builders import build_datasets, build_model, collate, scenes_paths
 from harmonicdet.engine.config import Config, load_config
 from harmonicdet.io import write_json_atomic, write_text_atomic
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
+from harmonicdet.visualization.coco import comparison_panel
 
 DEMO_CONFIG = "scenes_fcos_r18.yaml"
 PRESETS = ("standard", "harmonicdet")
@@ -183,7 +185,7 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     base = demo_config(out, seed=seed, num_train=num_train, num_val=num_val, fashion_mnist=fashion_mnist,
                        overrides=overrides)
     folder = DemoFolder(out)
-    results = ("loss_curves.png", "consistency_comparison.png", "summary.json", "summary.md")
+    results = ("loss_curves.png", "consistency_comparison.png", "panel.png", "summary.json", "summary.md")
     folder.check("scenes", "_probe", *presets, *results)
     _say(f"[demo] 1/4 Fashion-MNIST scenes: {num_train} train + {num_val} val -> {out / 'scenes'}")
     folder.keep("scenes")
@@ -223,6 +225,10 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     plots += plot_consistency_comparison(
         [json.loads((d / "eval.json").read_text())["consistency"] for _, d in runs],
         [p for p, _ in runs], out)
+    val = config["data"]["val"] or scenes_paths(Path(config["data"]["scenes"]["out"]), "val")  # evaluated on
+    if all((d / "results.json").is_file() for _, d in runs):  # (a faked evaluation writes none)
+        plots.append(comparison_panel(val["ann_file"], [d / "results.json" for _, d in runs], [p for p, _ in runs],
+                                      val["img_dir"], out / "panel.png"))
     summary = {"rows": rows, "table": table, "timing": timing, "budget_minutes": budget_minutes,
                "total_s": time.perf_counter() - started, "plots": [str(p) for p in plots],
                "results": {p: str(d / "results.json") for p, d in runs}}

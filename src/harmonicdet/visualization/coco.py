@@ -211,19 +211,25 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
 
 
 def comparison_panel(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_dir: Any, path: Any, *,
-                     num_images: int = 4, ids: Optional[Sequence[int]] = None,
+                     num_images: int = 4, ids: Optional[Sequence[int]] = None, worst: bool = False,
                      score_thresh: float = DEFAULT_SCORE_THRESH, max_per_image: int = 10, bands: Bands = Bands(),
                      scale: int = 2) -> Path:
-    """One PNG at ``path``: ``num_images`` images (the worst by inconsistent detections, or ``ids``), one row
-    each, the results files side by side with their labels on top, and the legend at the bottom."""
+    """One PNG at ``path`` comparing results files on a few images: one row per image, the results side by
+    side under a header with their labels, the legend at the bottom.
+
+    The images: ``ids``, else the ``num_images`` with the most inconsistent detections (``worst``), else the
+    first ``num_images`` by id (typical ones, as the detectors see them).
+    """
+    if ids is None:
+        truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
+        gt, ids = truth, None if worst else truth.image_ids[:num_images].tolist()
     rows = [drawing.side_by_side(panels, scale=scale) for _, _, panels, _ in _rows(
-        gt, dts, list(labels), images_dir, ids=ids, worst=None if ids else num_images, score_thresh=score_thresh,
-        max_per_image=max_per_image, bands=bands, scale=scale, show_progress=False)]
+        gt, dts, list(labels), images_dir, ids=ids, worst=num_images if ids is None else None,
+        score_thresh=score_thresh, max_per_image=max_per_image, bands=bands, scale=scale, show_progress=False)]
     if not rows:
-        raise ValueError(f"{gt}: no images to draw")
-    body = drawing.stack(rows)
-    labelled = _label_columns(body, labels, rows[0], scale)
-    return write_image_atomic(drawing.with_legend(labelled, bands, scale), Path(path), compress_level=6)
+        raise ValueError("comparison_panel: no images to draw")
+    labelled = _label_columns(drawing.stack(rows), labels, rows[0], scale)
+    return write_image_atomic(drawing.with_legend(labelled, bands, scale), Path(path), optimize=True)
 
 
 def _label_columns(body: Image.Image, labels: Sequence[str], first_row: Image.Image, scale: int) -> Image.Image:
