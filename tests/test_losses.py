@@ -1,5 +1,6 @@
 """Losses against the supplement's closed forms (float64) and their API contracts."""
 
+import dataclasses
 import math
 
 import pytest
@@ -12,6 +13,8 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 from harmonicdet.losses import (
     HarmonicIoULoss,
     HarmonicLoss,
+    HarmonicOptions,
+    QFLOptions,
     TaskContrastLoss,
     aligned_box_iou,
     harmonic_factors,
@@ -524,6 +527,47 @@ def test_positive_weight_gives_constant_factors(c):
     for bad in (0.0, -1.0, float("nan"), True):
         with pytest.raises(ValueError, match="positive_weight"):
             harmonic_softmax_detection_loss(logits, labels, deltas, targets, alpha=0.0, positive_weight=bad)
+
+
+def test_options_object_is_validated_once_and_equals_the_keywords():
+    """``options=`` (what the heads pass) gives the keywords' result bit for bit; the object checks every field."""
+    logits, labels, deltas, targets, pb, tb = _softmax_case()
+    keywords = dict(alpha=1.0, gamma=0.5, tc_margin=0.1, detach_factors="beta_r", box_loss="l1")
+    by_keywords = harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb, **keywords)
+    by_options = harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb,
+                                                 options=HarmonicOptions(**keywords))
+    assert by_keywords.keys() == by_options.keys()
+    assert all(torch.equal(by_keywords[k], by_options[k]) for k in by_keywords)
+    # options.box_loss None: the objective's box_loss (the head's own); keyword defaults are alpha 1.5, gamma 0.8
+    own = harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb, box_loss="l1",
+                                          options=HarmonicOptions(alpha=1.5, gamma=0.8))
+    default = harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb, box_loss="l1")
+    assert all(torch.equal(own[k], default[k]) for k in default)
+    with pytest.raises(TypeError, match="not both"):
+        harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb, options=HarmonicOptions(), alpha=1.0)
+    with pytest.raises(TypeError, match="HarmonicOptions"):
+        harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb, options={"alpha": 1.0})
+    with pytest.raises(TypeError):
+        harmonic_softmax_detection_loss(logits, labels, deltas, targets, pb, tb, margin=0.2)
+    bad = [({"alpha": -1.0}, "alpha"), ({"alpha": float("nan")}, "alpha"), ({"gamma": 1.5}, "S-13"),
+           ({"tc_margin": -0.1}, "tc_margin"), ({"tc_margin": float("inf")}, "tc_margin"),
+           ({"detach_factors": "both"}, "detach_factors"), ({"beta_c_mode": "p"}, r"beta_c_mode must be one of"),
+           ({"box_loss": "huber"}, "box_loss must be one of"), ({"box_loss": "none"}, "alpha > 0"),
+           ({"positive_weight": 0.0}, "positive_weight")]
+    for fields, message in bad:
+        with pytest.raises(ValueError, match=message):
+            HarmonicOptions(**fields)
+    options = HarmonicOptions(alpha=1, positive_weight=2)
+    assert (options.alpha, options.positive_weight) == (1.0, 2.0) and isinstance(options.alpha, float)
+    with pytest.raises(AttributeError):
+        options.alpha = 2.0  # frozen: a head's options stay valid
+    with pytest.raises(ValueError, match="gamma"):
+        dataclasses.replace(options, gamma=2.0)  # a copy is validated again
+    assert QFLOptions().qfl_beta == 2.0
+    with pytest.raises(ValueError, match="beta"):
+        QFLOptions(qfl_beta=-1.0)
+    from harmonicdet.models.presets import HarmonicOptions as FromPresets, QFLOptions as QFLFromPresets
+    assert FromPresets is HarmonicOptions and QFLFromPresets is QFLOptions
 
 
 def test_localization_loss_terms_and_errors():

@@ -5,8 +5,9 @@ Two heads are covered, by how they classify:
 * softmax heads (Fast/Faster/Mask R-CNN box head, SSD): cross-entropy over the
   C+1 classes; ``beta_c = exp(-CE) = p`` (Eq. S-4).
 * sigmoid heads (RetinaNet, FCOS): per-sample focal loss summed over the classes;
-  ``beta_c = exp(-focal)`` by default (PAPER.md: the general definition) or the
-  ground-truth class probability ``p`` (``beta_c_mode="prob"``).
+  ``beta_c = exp(-focal)`` by default (the supplement's general definition, Eq. S-4:
+  ``beta_c = exp(-L_cls)``) or the ground-truth class probability ``p``
+  (``beta_c_mode="prob"``).
 
 Negatives keep their plain classification loss. Positives are harmonised with the
 localisation loss ``L_loc = box_loss + alpha * L_HIoU`` (main paper; secondary:
@@ -15,12 +16,18 @@ localisation loss ``L_loc = box_loss + alpha * L_HIoU`` (main paper; secondary:
 normalisation of the detector being replaced carries over. ``positive_weight=c``
 swaps the harmonic factors for constants (``beta_c = beta_r = c - 1``): the plain
 loss with every positive's terms times ``c``, a control for the factors' mean size.
+
+The options (``alpha``, ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``,
+``box_loss``, ``positive_weight``) arrive as one validated
+:class:`~harmonicdet.losses.options.HarmonicOptions` (``options=``, what the detectors'
+heads pass), or as keywords of the same names (the low-level form, with the
+objectives' defaults ``alpha = 1.5``, ``gamma = 0.8``), which build that object; they
+are checked there and nowhere else. See ``docs/method.md`` for the equations.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,22 +36,29 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from .box_iou import aligned_box_iou
 from .harmonic_iou_loss import harmonic_iou_from_iou
-from .harmonic_loss import DetachFactors, harmonic_terms, reversed_fraction
+from .harmonic_loss import harmonic_terms, reversed_fraction
+from .options import BETA_C_MODES, BOX_LOSSES, HarmonicOptions, check_box_loss, check_positive_weight
 from .task_contrast_loss import task_contrast_loss
 
-BOX_LOSSES = ("smooth_l1", "l1", "giou", "none")
-BETA_C_MODES = ("loss", "prob")
+__all__ = [  # BOX_LOSSES, BETA_C_MODES and check_positive_weight live in .options (imported here as before)
+    "BETA_C_MODES", "BOX_LOSSES", "check_positive_weight", "harmonic_sigmoid_detection_loss",
+    "harmonic_softmax_detection_loss", "localization_loss",
+]
+
 LossDict = Dict[str, Tensor]
+# the objectives' defaults when the options come as keywords: the paper's L_loc (main paper, secondary sources)
+OBJECTIVE_DEFAULTS: Dict[str, Any] = {"alpha": 1.5, "gamma": 0.8}
 
 
-def check_positive_weight(positive_weight: Optional[float]) -> Optional[float]:
-    """``positive_weight`` as a float (``None`` passes); ``ValueError`` unless it is a finite number > 0."""
-    if positive_weight is None:
-        return None
-    if isinstance(positive_weight, bool) or not isinstance(positive_weight, (int, float)) \
-            or not math.isfinite(positive_weight) or positive_weight <= 0:
-        raise ValueError(f"positive_weight must be a finite number > 0 or None, got {positive_weight!r}")
-    return float(positive_weight)
+def _options(options: Optional[HarmonicOptions], box_loss: str, keywords: Mapping[str, Any]) -> HarmonicOptions:
+    """The objective's validated options: ``options`` itself, or one made from the keywords (and ``box_loss``)."""
+    if options is None:
+        return HarmonicOptions(**{**OBJECTIVE_DEFAULTS, "box_loss": box_loss, **keywords})
+    if keywords:
+        raise TypeError(f"give the loss options either as options= or as keywords, not both: {sorted(keywords)}")
+    if not isinstance(options, HarmonicOptions):
+        raise TypeError(f"options must be a HarmonicOptions, got {type(options).__name__}")
+    return options
 
 
 def localization_loss(
@@ -75,8 +89,7 @@ def localization_loss(
     Returns:
         ``(loc_loss, iou)``: Tensor[P], and Tensor[P] when boxes are given, else ``None``.
     """
-    if box_loss not in BOX_LOSSES:
-        raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+    check_box_loss(box_loss)
     have_boxes = pred_boxes is not None and target_boxes is not None
     if (box_loss == "giou" or alpha > 0) and not have_boxes:
         raise ValueError(f"box_loss={box_loss!r} with alpha={alpha} needs pred_boxes and target_boxes")
@@ -111,11 +124,9 @@ def _harmonise_positives(
     iou: Optional[Tensor],
     *,
     beta_c: Optional[Tensor],
-    detach_factors: DetachFactors,
-    tc_margin: Optional[float],
+    options: HarmonicOptions,
     avg_factor: Union[float, Tensor],
     return_stats: bool,
-    positive_weight: Optional[float] = None,
 ) -> Union[LossDict, Tuple[LossDict, LossDict]]:
     """Shared tail of both objectives: harmonise the positives, keep negatives plain, normalise.
 
@@ -123,6 +134,7 @@ def _harmonise_positives(
     instead (the ``standard_posweight`` control); the stats still report the values
     ``exp(-cls)``/``exp(-L_loc)`` the harmonic factors would take, for comparison.
     """
+    detach_factors, tc_margin, positive_weight = options.detach_factors, options.tc_margin, options.positive_weight
     if positive_weight is None:
         cls_pos, loc_term = harmonic_terms(
             cls_loss[positive], loc_loss.to(cls_loss.dtype), detach_factors=detach_factors, beta_c=beta_c
@@ -163,16 +175,13 @@ def harmonic_softmax_detection_loss(
     pred_boxes: Optional[Tensor] = None,
     target_boxes: Optional[Tensor] = None,
     *,
+    options: Optional[HarmonicOptions] = None,
     box_loss: str = "smooth_l1",
     smooth_l1_beta: float = 1.0 / 9,
-    alpha: float = 1.5,
-    gamma: float = 0.8,
-    tc_margin: Optional[float] = None,
-    detach_factors: DetachFactors = False,
     background_label: int = 0,
     avg_factor: Optional[Union[float, Tensor]] = None,
     return_stats: bool = False,
-    positive_weight: Optional[float] = None,
+    **option_keywords: Any,
 ) -> Union[LossDict, Tuple[LossDict, LossDict]]:
     """Harmonic detection loss of a softmax head (Eq. S-1 with ``CE = -log p``).
 
@@ -185,22 +194,30 @@ def harmonic_softmax_detection_loss(
         labels: Tensor[N] int64, class of each sample; ``background_label`` for negatives.
         box_deltas, box_targets, pred_boxes, target_boxes: Tensor[P, 4] for the P
             positives, in the order of ``labels != background_label``.
-        box_loss, smooth_l1_beta, alpha, gamma: see :func:`localization_loss`.
-        tc_margin: margin of the task-contrasting loss; ``None`` leaves it out.
-        detach_factors: ``True``/``False``, or ``"beta_c"``/``"beta_r"``: the factor(s) treated as constants.
+        options: the validated :class:`~harmonicdet.losses.options.HarmonicOptions`
+            (``alpha``, ``gamma``, ``tc_margin``, ``detach_factors``, ``positive_weight``,
+            ``box_loss``; ``beta_c_mode`` does not apply: ``exp(-CE) = p``). ``None``: made
+            from ``option_keywords``.
+        box_loss: the head's own box loss (:func:`localization_loss`), used unless
+            ``options.box_loss`` is set.
+        smooth_l1_beta: see :func:`localization_loss`.
         background_label: label of negatives (torchvision: 0, mmdetection: C).
         avg_factor: divisor of every summed term; default N, as torchvision's
             ``fastrcnn_loss`` (mean CE over sampled RoIs, box loss sum / N).
         return_stats: also return ``{"beta_c", "beta_r", "reversed_frac", "num_pos"}``
             (detached means over the positives; see :func:`reversed_fraction`) for logging.
-        positive_weight: ``c > 0`` replaces the harmonic factors by the constants
-            ``beta_c = beta_r = c - 1``: every positive's CE and ``L_loc`` are multiplied
-            by ``c``, negatives unchanged (the ``standard_posweight`` control; ``c = 1``
-            is the plain loss). ``None``: the harmonic factors.
+        **option_keywords: without ``options``, the fields of ``HarmonicOptions`` as
+            keywords (defaults ``alpha=1.5``, ``gamma=0.8``; ``tc_margin=None`` leaves the
+            TC loss out; ``detach_factors`` ``True``/``False``/``"beta_c"``/``"beta_r"``;
+            ``positive_weight=c`` replaces the harmonic factors by the constants
+            ``beta_c = beta_r = c - 1``, so every positive's CE and ``L_loc`` are multiplied
+            by ``c``, negatives unchanged: the ``standard_posweight`` control, ``c = 1`` the
+            plain loss). Not together with ``options`` (``TypeError``).
 
     Returns:
         ``{"loss_cls", "loss_loc"[, "loss_tc"]}`` scalars, and the stats if asked.
     """
+    options = _options(options, box_loss, option_keywords)
     if class_logits.dim() != 2 or labels.shape != class_logits.shape[:1]:
         raise ValueError(
             f"expected class_logits (N, C+1) and labels (N,), got {tuple(class_logits.shape)} and {tuple(labels.shape)}"
@@ -208,18 +225,16 @@ def harmonic_softmax_detection_loss(
     positive = labels != background_label
     cls_loss = F.cross_entropy(class_logits, labels, reduction="none")
     loc_loss, iou = localization_loss(
-        box_deltas, box_targets, pred_boxes, target_boxes,
-        box_loss=box_loss, smooth_l1_beta=smooth_l1_beta, alpha=alpha, gamma=gamma,
+        box_deltas, box_targets, pred_boxes, target_boxes, box_loss=options.box_loss or box_loss,
+        smooth_l1_beta=smooth_l1_beta, alpha=options.alpha, gamma=options.gamma,
     )
     class_probs_pos = gt_prob = None
-    if tc_margin is not None:
+    if options.tc_margin is not None:
         class_probs_pos = F.softmax(class_logits[positive], dim=1)
         gt_prob = class_probs_pos.gather(1, labels[positive, None]).squeeze(1)
     return _harmonise_positives(
-        cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou,
-        beta_c=None, detach_factors=detach_factors, tc_margin=tc_margin,
+        cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou, beta_c=None, options=options,
         avg_factor=labels.numel() if avg_factor is None else avg_factor, return_stats=return_stats,
-        positive_weight=check_positive_weight(positive_weight),
     )
 
 
@@ -231,18 +246,14 @@ def harmonic_sigmoid_detection_loss(
     pred_boxes: Optional[Tensor] = None,
     target_boxes: Optional[Tensor] = None,
     *,
+    options: Optional[HarmonicOptions] = None,
     box_loss: str = "l1",
     smooth_l1_beta: float = 1.0 / 9,
-    alpha: float = 1.5,
-    gamma: float = 0.8,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
-    beta_c_mode: str = "loss",
-    tc_margin: Optional[float] = None,
-    detach_factors: DetachFactors = False,
     avg_factor: Optional[Union[float, Tensor]] = None,
     return_stats: bool = False,
-    positive_weight: Optional[float] = None,
+    **option_keywords: Any,
 ) -> Union[LossDict, Tuple[LossDict, LossDict]]:
     """Harmonic detection loss of a sigmoid (focal-loss) head, e.g. RetinaNet or FCOS.
 
@@ -250,32 +261,33 @@ def harmonic_sigmoid_detection_loss(
     ``loss_cls = (sum_neg cls + sum_pos (1 + exp(-L_loc)) cls) / avg_factor`` and
     ``loss_loc = sum_pos (1 + beta_c) L_loc / avg_factor`` with ``beta_c = exp(-cls)``
     (``beta_c_mode="loss"``, the general definition) or the sigmoid probability of
-    the ground-truth class (``"prob"``). Rows that the detector ignores (e.g.
-    RetinaNet's anchors between the IoU thresholds) must be removed beforehand.
+    the ground-truth class (``"prob"``). With ``tc_margin`` the class distribution of
+    the TC loss is the sigmoid probabilities normalised to sum to 1. Rows that the
+    detector ignores (e.g. RetinaNet's anchors between the IoU thresholds) must be
+    removed beforehand.
 
     Args:
         cls_logits: Tensor[M, C], logits of the anchors/locations that count.
         cls_targets: Tensor[M, C], one-hot targets; all-zero rows are negatives.
         box_deltas, box_targets, pred_boxes, target_boxes: Tensor[P, 4] for the P
             positive rows, in order.
-        box_loss, smooth_l1_beta, alpha, gamma: see :func:`localization_loss`
-            (torchvision RetinaNet: ``"l1"``; FCOS: ``"giou"``).
+        options: the validated :class:`~harmonicdet.losses.options.HarmonicOptions`;
+            ``None``: made from ``option_keywords``.
+        box_loss: the head's own box loss (torchvision RetinaNet: ``"l1"``; FCOS:
+            ``"giou"``), used unless ``options.box_loss`` is set.
+        smooth_l1_beta: see :func:`localization_loss`.
         focal_alpha, focal_gamma: focal loss parameters.
-        beta_c_mode: ``"loss"`` | ``"prob"``.
-        tc_margin: margin of the task-contrasting loss; ``None`` leaves it out. The
-            class distribution is the sigmoid probabilities normalised to sum to 1.
-        detach_factors: ``True``/``False``, or ``"beta_c"``/``"beta_r"``: the factor(s) treated as constants.
         avg_factor: divisor of every summed term; default ``max(1, P)``, as
             torchvision's RetinaNet and FCOS.
         return_stats: also return ``{"beta_c", "beta_r", "reversed_frac", "num_pos"}`` for logging.
-        positive_weight: ``c > 0``: constant factors ``beta_c = beta_r = c - 1`` instead
-            of the harmonic ones (positives' terms times ``c``); see the softmax objective.
+        **option_keywords: without ``options``, the fields of ``HarmonicOptions`` as
+            keywords, as for :func:`harmonic_softmax_detection_loss` (defaults ``alpha=1.5``,
+            ``gamma=0.8``), plus ``beta_c_mode`` (``"loss"`` | ``"prob"``).
 
     Returns:
         ``{"loss_cls", "loss_loc"[, "loss_tc"]}`` scalars, and the stats if asked.
     """
-    if beta_c_mode not in BETA_C_MODES:
-        raise ValueError(f"beta_c_mode must be one of {BETA_C_MODES}, got {beta_c_mode!r}")
+    options = _options(options, box_loss, option_keywords)
     if cls_logits.dim() != 2 or cls_targets.shape != cls_logits.shape:
         raise ValueError(
             f"expected cls_logits and cls_targets of the same shape (M, C), got "
@@ -286,17 +298,16 @@ def harmonic_sigmoid_detection_loss(
         cls_logits, cls_targets.to(cls_logits.dtype), alpha=focal_alpha, gamma=focal_gamma, reduction="none"
     ).sum(dim=1)
     loc_loss, iou = localization_loss(
-        box_deltas, box_targets, pred_boxes, target_boxes,
-        box_loss=box_loss, smooth_l1_beta=smooth_l1_beta, alpha=alpha, gamma=gamma,
+        box_deltas, box_targets, pred_boxes, target_boxes, box_loss=options.box_loss or box_loss,
+        smooth_l1_beta=smooth_l1_beta, alpha=options.alpha, gamma=options.gamma,
     )
-    need_probs = beta_c_mode == "prob" or tc_margin is not None
+    beta_c_from_prob = options.beta_c_mode == "prob"
     class_probs_pos = gt_prob = None
-    if need_probs:
+    if beta_c_from_prob or options.tc_margin is not None:
         class_probs_pos = torch.sigmoid(cls_logits[positive])
         gt_prob = class_probs_pos.gather(1, cls_targets[positive].argmax(dim=1, keepdim=True)).squeeze(1)
     return _harmonise_positives(
         cls_loss, positive, loc_loss, class_probs_pos, gt_prob, iou,
-        beta_c=gt_prob if beta_c_mode == "prob" else None, detach_factors=detach_factors,
-        tc_margin=tc_margin, avg_factor=max(1, int(loc_loss.numel())) if avg_factor is None else avg_factor,
-        return_stats=return_stats, positive_weight=check_positive_weight(positive_weight),
+        beta_c=gt_prob if beta_c_from_prob else None, options=options,
+        avg_factor=max(1, int(loc_loss.numel())) if avg_factor is None else avg_factor, return_stats=return_stats,
     )

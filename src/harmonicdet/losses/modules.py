@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_loss
 from .harmonic_loss import DetachFactors, detach_flags, harmonic_loss
+from .options import check_margin
 from .quality_focal_loss import check_qfl_beta, quality_focal_loss
 from .reduction import check_reduction
 from .task_contrast_loss import task_contrast_loss
@@ -105,9 +106,7 @@ class TaskContrastLoss(_MMDetLoss):
 
     def __init__(self, margin: float = 0.2, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction, loss_weight)
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        self.margin = float(margin)
+        self.margin = check_margin(margin)
 
     def forward(
         self,

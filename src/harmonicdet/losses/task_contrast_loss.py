@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
+from .options import check_margin
 from .reduction import check_float_tensor, check_reduction, weight_reduce_loss
 
 
@@ -33,7 +33,7 @@ def task_contrast_loss(
     weight: Optional[Tensor] = None,
     avg_factor: Optional[Union[float, Tensor]] = None,
 ) -> Tensor:
-    """Task-contrasting loss of positive samples (main paper; secondary source, see PAPER.md).
+    """Task-contrasting loss of positive samples (main paper, arXiv 2108.10809, via secondary sources: docs/method.md).
 
     ``L_TC = max(0, |p - IoU| - m) / (1 + beta_e)`` with
     ``beta_e = exp(H)``, ``H = -sum_k q_k log q_k`` the entropy of the predicted
@@ -58,8 +58,7 @@ def task_contrast_loss(
         Tensor[N] for ``"none"``, else a scalar.
     """
     check_reduction(reduction)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    margin = check_margin(margin)
     check_float_tensor(class_probs, "class_probs", "(N, K) of probabilities")
     check_float_tensor(gt_prob, "gt_prob", "(N,) of probabilities")
     check_float_tensor(iou, "iou", "(N,) in [0, 1]")

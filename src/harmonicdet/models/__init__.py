@@ -10,11 +10,12 @@ from .backbones import BACKBONES, fpn_backbone, load_pretrained
 from .candidates import pre_nms_candidates
 from .factory import ARCHS, build_detector
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
-from .presets import PRESETS, QFL_ARCHS, HarmonicOptions, QFLOptions, harmonic_options, loss_stats
+from .presets import PRESETS, QFL_ARCHS, HarmonicOptions, QFLOptions, harmonic_options
 from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads
 from .retinanet import HarmonicRetinaNetHead
 from .ssd import HarmonicSSD
+from .stats import loss_stats
 
 __all__ = [
     "ARCHS",

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.fcos import FCOSHead
 
-from harmonicdet.losses import harmonic_sigmoid_detection_loss
+from harmonicdet.losses import HarmonicOptions, harmonic_sigmoid_detection_loss
 
-from .presets import HarmonicOptions, HarmonicStatsMixin, StatsMixin
+from .stats import HarmonicStatsMixin, StatsMixin
 
 FIRST_LEVEL = 3  # build_detector's FCOS pyramid is P3-P7
 
@@ -126,17 +126,15 @@ class HarmonicFCOSHead(FCOSLevelStatsMixin, HarmonicStatsMixin, FCOSHead):
         one_hot[foreground, gt_classes_t[foreground]] = 1.0
         pred_boxes = self.box_coder.decode(bbox_regression, anchors_t)
         reg_targets = self.box_coder.encode(anchors_t, gt_boxes_t)
-        o = self.options
-        box_loss = o.box_loss or ("giou" if o.alpha == 0 else "none")
-        offsets = box_loss in ("l1", "smooth_l1")
+        own_box_loss = "giou" if self.options.alpha == 0 else "none"  # HIoU replaces FCOS's GIoU
+        offsets = (self.options.box_loss or own_box_loss) in ("l1", "smooth_l1")
         losses, stats = harmonic_sigmoid_detection_loss(
             cls_logits.flatten(0, 1), one_hot.flatten(0, 1),
             box_deltas=bbox_regression[foreground] if offsets else None,
             box_targets=reg_targets[foreground] if offsets else None,
             pred_boxes=pred_boxes[foreground], target_boxes=gt_boxes_t[foreground],
-            box_loss=box_loss, smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma,
-            beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
-            avg_factor=num_foreground, return_stats=True, positive_weight=o.positive_weight,
+            options=self.options, box_loss=own_box_loss, smooth_l1_beta=1.0,
+            avg_factor=num_foreground, return_stats=True,
         )
         self._record_stats(stats)
         self.last_stats.update(self._level_stats(matched_idxs))

@@ -35,10 +35,10 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import generalized_box_iou_loss
 
-from harmonicdet.losses import aligned_box_iou, quality_focal_loss
+from harmonicdet.losses import QFLOptions, aligned_box_iou, quality_focal_loss
 
 from .fcos import FCOSLevelStatsMixin, matched_targets
-from .presets import QFLOptions, StatsMixin
+from .stats import StatsMixin
 
 
 class UnitCenterness(nn.Module):

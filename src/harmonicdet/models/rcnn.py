@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from harmonicdet.losses import harmonic_softmax_detection_loss
+from harmonicdet.losses import HarmonicOptions, harmonic_softmax_detection_loss
 
-from .presets import HarmonicOptions, HarmonicStatsMixin
+from .stats import HarmonicStatsMixin
 
 
 class HarmonicRoIHeads(HarmonicStatsMixin, RoIHeads):
@@ -93,14 +93,12 @@ class HarmonicRoIHeads(HarmonicStatsMixin, RoIHeads):
         deltas = box_regression.reshape(class_logits.shape[0], -1, 4)[positive, labels_t[positive]]
         matched_boxes = torch.cat([t["boxes"][m.clamp(min=0)] if len(t["boxes"]) else t["boxes"].new_zeros((len(m), 4))
                                    for t, m in zip(targets, matched_idxs)])
-        o = self.options
         losses, stats = harmonic_softmax_detection_loss(
             class_logits, labels_t, deltas, torch.cat(regression_targets)[positive],
             self.box_coder.decode_single(deltas, torch.cat(proposals)[positive].to(deltas.dtype)),
             matched_boxes[positive],
-            box_loss=o.box_loss or "smooth_l1", smooth_l1_beta=1.0 / 9, alpha=o.alpha, gamma=o.gamma,
-            tc_margin=o.tc_margin, detach_factors=o.detach_factors, avg_factor=labels_t.numel(), return_stats=True,
-            positive_weight=o.positive_weight,
+            options=self.options, box_loss="smooth_l1", smooth_l1_beta=1.0 / 9, avg_factor=labels_t.numel(),
+            return_stats=True,
         )
         self._record_stats(stats)
         out = {"loss_classifier": losses["loss_cls"], "loss_box_reg": losses["loss_loc"]}

@@ -8,10 +8,9 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.retinanet import RetinaNetHead
 
-from harmonicdet.losses import harmonic_sigmoid_detection_loss
-from harmonicdet.losses.detection_losses import BOX_LOSSES
+from harmonicdet.losses import BOX_LOSSES, HarmonicOptions, harmonic_sigmoid_detection_loss
 
-from .presets import HarmonicOptions, HarmonicStatsMixin
+from .stats import HarmonicStatsMixin
 
 
 class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
@@ -37,10 +36,10 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
         box_coder = self.regression_head.box_coder
-        o = self.options
-        box_loss = o.box_loss or self.regression_head._loss_type
-        if box_loss not in BOX_LOSSES:
-            raise ValueError(f"harmonic RetinaNet supports box losses {BOX_LOSSES}, not {box_loss!r}")
+        own_box_loss = self.regression_head._loss_type  # torchvision's setting, not an option: checked here
+        if self.options.box_loss is None and own_box_loss not in BOX_LOSSES:
+            raise ValueError(f"harmonic RetinaNet supports box losses {BOX_LOSSES}, not the head's "
+                             f"bbox_reg_loss_type {own_box_loss!r}; set the option box_loss")
         totals: Dict[str, List[Tensor]] = {}
         weighted = {"beta_c": [], "beta_r": [], "reversed_frac": []}
         counts = []
@@ -59,9 +58,8 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
                 cls_logits[valid], one_hot[valid],
                 box_deltas=deltas, box_targets=box_coder.encode_single(matched_boxes, anchors_fg),
                 pred_boxes=box_coder.decode_single(deltas, anchors_fg), target_boxes=matched_boxes,
-                box_loss=box_loss, smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma,
-                beta_c_mode=o.beta_c_mode, tc_margin=o.tc_margin, detach_factors=o.detach_factors,
-                avg_factor=num_foreground.clamp(min=1), return_stats=True, positive_weight=o.positive_weight,
+                options=self.options, box_loss=own_box_loss, smooth_l1_beta=1.0,
+                avg_factor=num_foreground.clamp(min=1), return_stats=True,
             )
             for key, value in losses.items():
                 totals.setdefault(key, []).append(value)

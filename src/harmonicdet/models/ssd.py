@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.ssd import SSD
 
-from harmonicdet.losses import harmonic_softmax_detection_loss
+from harmonicdet.losses import HarmonicOptions, harmonic_softmax_detection_loss
 
-from .presets import HarmonicOptions, HarmonicStatsMixin
+from .stats import HarmonicStatsMixin
 
 
 class HarmonicSSD(HarmonicStatsMixin, SSD):
@@ -60,13 +60,11 @@ class HarmonicSSD(HarmonicStatsMixin, SSD):
             _, order = negative_loss.sort(1, descending=True)
             mined = order.sort(1)[1] < self.neg_to_pos_ratio * foreground.sum(1, keepdim=True)
         selected = (foreground | mined).reshape(-1)
-        o = self.options
         losses, stats = harmonic_softmax_detection_loss(
             cls_logits.reshape(-1, num_classes)[selected], cls_targets_t.reshape(-1)[selected],
             torch.cat(deltas), torch.cat(target_deltas), torch.cat(pred_boxes), torch.cat(target_boxes),
-            box_loss=o.box_loss or "smooth_l1", smooth_l1_beta=1.0, alpha=o.alpha, gamma=o.gamma, tc_margin=o.tc_margin,
-            detach_factors=o.detach_factors, avg_factor=max(1, int(foreground.sum())), return_stats=True,
-            positive_weight=o.positive_weight,
+            options=self.options, box_loss="smooth_l1", smooth_l1_beta=1.0,
+            avg_factor=max(1, int(foreground.sum())), return_stats=True,
         )
         self._record_stats(stats)
         out = {"bbox_regression": losses["loss_loc"], "classification": losses["loss_cls"]}
