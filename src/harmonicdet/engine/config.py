@@ -24,8 +24,8 @@ DEFAULTS: Config = {
         "backbone": "resnet18",
         "num_classes": 11,  # including background, torchvision's convention
         "image_size": 128,
-        "loss": "standard",  # standard | harmonic | harmonic_iou | harmonicdet
-        "loss_options": {},  # alpha, gamma, tc_margin, detach_factors, beta_c_mode
+        "loss": "standard",  # standard | harmonic | harmonic_iou | harmonicdet | standard_posweight | qfl
+        "loss_options": {},  # alpha, gamma, tc_margin, detach_factors, beta_c_mode, box_loss, positive_weight, qfl_beta
         "options": {},  # other build_detector keywords, e.g. fpn_channels
         "pretrained": None,  # path to a local state dict
     },
