@@ -38,7 +38,8 @@ def test_config_refuses_unknown_fields_and_parses_overrides(tmp_path):
     with pytest.raises(ValueError, match=r"c.yaml.train: unknown field 'max_iter'"):
         load_config(path)
     path.write_text(yaml.safe_dump({"train": {"lr": 0.5}}))
-    config = load_config(path, ["train.max_iters=7", "model.loss_options={alpha: 1.0, gamma: 0.5}"])
+    config = load_config(path, ["train.max_iters=7", "model.loss=harmonic_iou",
+                                "model.loss_options={alpha: 1.0, gamma: 0.5}"])
     assert config["train"]["lr"] == 0.5 and config["train"]["max_iters"] == 7
     assert config["model"]["loss_options"] == {"alpha": 1.0, "gamma": 0.5}
     with pytest.raises(ValueError, match="expected key=value"):
