@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from harmonicdet.analysis.figures import (
-    figure_data,
     harmonic_iou_curves,
     offset_gradient_surface,
     probability_gradient_surface,
@@ -44,17 +43,30 @@ def test_fig4_curves_equal_eq_s11():
     torch.testing.assert_close(harmonic_iou_curves(iou, gammas), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_cli_writes_pngs_whose_data_are_the_library_gradients(tmp_path):
+def test_cli_writes_pngs_whose_data_are_the_closed_forms(tmp_path):
+    """The saved arrays against Eq. S-5, S-10 and S-11 evaluated here on the saved grids (not the library's code)."""
     assert main(["figures", "--out", str(tmp_path), "--gammas", "0", "0.5", "0.8"]) == 0
     for name in ("fig1_offset_gradient.png", "fig2_probability_gradient.png", "fig4_hiou.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = np.load(tmp_path / "figure_data.npz")
-    reference = figure_data([0.0, 0.5, 0.8])
-    assert set(saved.files) == set(reference)
-    for key, value in reference.items():
-        np.testing.assert_array_equal(saved[key], value)
-    p, t = torch.from_numpy(saved["p"]), torch.from_numpy(saved["t"])
-    np.testing.assert_allclose(saved["fig1a_harmonic_dt"], offset_gradient_surface(p, t).numpy())
+    assert set(saved.files) == {"p", "t", "loc", "iou", "gammas", "fig1a_harmonic_dt", "fig1b_standard_dt",
+                                "fig2_harmonic_dp", "fig4_hiou"}
+    np.testing.assert_array_equal(saved["gammas"], [0.0, 0.5, 0.8])
+    p, t, loc, iou = saved["p"], saved["t"], saved["loc"], saved["iou"]
+    assert p.min() > 0 and p.max() == 1.0 and t.min() < -1 < 1 < t.max()  # both SmoothL1 branches, p up to 1
+    pp, tt = np.meshgrid(p, t, indexing="ij")
+    smooth_l1 = np.where(np.abs(tt) < 1, 0.5 * tt**2, np.abs(tt) - 0.5)  # L = SmoothL1(t), beta 1
+    dl_dt = np.where(np.abs(tt) < 1, tt, np.sign(tt))
+    # Eq. S-5: |dL_Har/dt| = |(1 + p + exp(-L) log p) dL/dt|; the standard loss: |dL/dt|
+    s5 = np.abs((1 + pp + np.exp(-smooth_l1) * np.log(pp)) * dl_dt)
+    np.testing.assert_allclose(saved["fig1a_harmonic_dt"], s5, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(saved["fig1b_standard_dt"], np.abs(dl_dt), rtol=1e-12, atol=1e-12)
+    # Eq. S-10: dL_Har/dp = L - (1 + exp(-L)) / p
+    pp, ll = np.meshgrid(p, loc, indexing="ij")
+    np.testing.assert_allclose(saved["fig2_harmonic_dp"], ll - (1 + np.exp(-ll)) / pp, rtol=1e-12, atol=1e-12)
+    # Eq. S-11: (1 + IoU)^gamma (1 - IoU), one row per gamma
+    s11 = np.stack([(1 + iou) ** g * (1 - iou) for g in (0.0, 0.5, 0.8)])
+    np.testing.assert_allclose(saved["fig4_hiou"], s11, rtol=1e-12, atol=1e-12)
 
 
 def test_cli_refuses_gamma_above_one(tmp_path, capsys):
