@@ -111,7 +111,8 @@ def _panel(pil: Image.Image, truth: GroundTruth, index: int, gt_rows: np.ndarray
     names = [truth.category_names[int(np.searchsorted(truth.category_ids, c))] for c in p["category_id"][keep]]
     image = drawing.render(pil, det_boxes=p["box"][keep], det_scores=p["score"][keep], det_names=names,
                            det_colours=drawing.iou_colours(p["iou"][keep], p["ignored"][keep], bands),
-                           det_marks=m.mark[keep], gt_boxes=truth.boxes[gt_rows], scale=scale)
+                           det_marks=m.mark[keep], gt_boxes=truth.boxes[gt_rows],
+                           gt_names=[truth.category_names[int(c)] for c in truth.category[gt_rows]], scale=scale)
     counts = {"detections": int(len(rows)), "drawn": int(len(keep)),
               "high_score_low_iou": int((marks == drawing.HIGH_SCORE_LOW_IOU).sum()),
               "low_score_high_iou": int((marks == drawing.LOW_SCORE_HIGH_IOU).sum())}

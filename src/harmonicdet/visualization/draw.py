@@ -113,7 +113,8 @@ def _draw_boxes(image: torch.Tensor, boxes: torch.Tensor, colours: Sequence[RGB]
 
 
 def render(image: Any, *, det_boxes: Any, det_scores: Any, det_names: Sequence[str], det_colours: Sequence[RGB],
-           det_marks: Any = None, gt_boxes: Any = None, scale: int = 1, box_width: int = 2) -> Image.Image:
+           det_marks: Any = None, gt_boxes: Any = None, gt_names: Optional[Sequence[str]] = None, scale: int = 1,
+           box_width: int = 2) -> Image.Image:
     """One image with its detections (and ground truth) drawn on it.
 
     Args:
@@ -123,6 +124,8 @@ def render(image: Any, *, det_boxes: Any, det_scores: Any, det_names: Sequence[s
         det_marks: [D] :data:`NONE` / :data:`HIGH_SCORE_LOW_IOU` / :data:`LOW_SCORE_HIGH_IOU`: a frame in
             :data:`OVERCONFIDENT` / :data:`UNDERCONFIDENT` just outside the box, and ``!`` / ``?`` before its label.
         gt_boxes: [G, 4] ``xyxy`` ground truth, drawn first in :data:`GROUND_TRUTH`, 1 px wide.
+        gt_names: G class names, written small inside the bottom-left corner of each object's box
+            (so that a well-placed box of the wrong class, IoU 0 with its own class, reads as such).
         scale: integer upscaling of the picture (boxes, lines and text scale with it).
         box_width: line width of the detections at scale 1.
 
@@ -152,6 +155,15 @@ def render(image: Any, *, det_boxes: Any, det_scores: Any, det_names: Sequence[s
         tensor = _draw_boxes(tensor, frame, [_MARK_COLOUR[int(marks[i])] for i in marked], width)
     tensor = _draw_boxes(tensor, boxes, det_colours, width)
     out = Image.fromarray(tensor.permute(1, 2, 0).numpy())
+    if gt_boxes is not None and gt_names is not None:
+        if len(gt_names) != len(gt):
+            raise ValueError(f"render: {len(gt)} ground-truth boxes but {len(gt_names)} names")
+        draw, f = ImageDraw.Draw(out), font(max(6, font_size(scale) - 2))
+        for box, name in zip(gt.tolist(), gt_names):
+            left, top, right, bottom = draw.textbbox((0, 0), name, font=f)
+            x, y = box[0] + width, box[3] - width - (bottom - top) - 1
+            draw.rectangle((x, y, x + right - left + 1, y + bottom - top), fill=BACKGROUND)
+            draw.text((x + 1 - left, y - top), name, fill=GROUND_TRUTH, font=f)
     if len(boxes):
         draw, f = ImageDraw.Draw(out), font(font_size(scale))
         for box, score, name, colour, mark in zip(boxes.tolist(), scores.tolist(), det_names, det_colours,
