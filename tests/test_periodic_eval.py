@@ -31,7 +31,7 @@ def test_periodic_evaluation_writes_every_kth_iteration_and_the_last(scenes, tmp
     plain = train(tiny_config(scenes, tmp_path / "plain", **{"train.max_iters": 5,
                                                               "model.options": "{detector_kwargs: {score_thresh: 0.01}}"}),
                   show_progress=False)
-    expected, got = torch.load(plain / "model_final.pt"), torch.load(out / "model_final.pt")
+    expected, got = torch.load(plain / "model_final.pt")["model"], torch.load(out / "model_final.pt")["model"]
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 

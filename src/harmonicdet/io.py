@@ -6,7 +6,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
@@ -41,3 +41,23 @@ def write_image_atomic(image: Any, path: str | os.PathLike, *, format: str = "PN
     buffer = io.BytesIO()
     image.save(buffer, format=format, **options)
     return write_bytes_atomic(buffer.getvalue(), path)
+
+
+def read_jsonl(path: str | os.PathLike) -> List[Dict[str, Any]]:
+    """The JSON objects of a JSON-lines log; a torn last line (a write cut short) is dropped, a corrupt
+    line before it is a ``ValueError`` naming the file and the line."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if all(not rest.strip() for rest in lines[number:]):
+                break  # the last line, torn by a kill: after the checkpoint, so nothing is lost
+            raise ValueError(f"{path}: line {number} is not valid JSON ({err}); repair or remove it") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON object")
+        records.append(record)
+    return records

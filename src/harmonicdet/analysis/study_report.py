@@ -49,7 +49,7 @@ import numpy as np
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import new_figure, plot_loss_curves, save_figure
 from harmonicdet.analysis.paired_bootstrap import match_per_image, paired_bootstrap
-from harmonicdet.io import write_json_atomic, write_text_atomic
+from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman")
 _TABLE_METRICS = ("AP", "AP50", "AP75", "spearman")
@@ -59,15 +59,9 @@ CONVERGENCE_WINDOW = 0.2  # the last 20% of the schedule
 CONVERGENCE_TOLERANCE = 0.005  # half an AP point
 
 
-def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _late_means(metrics_path: Path) -> Dict[str, Any]:
     """Iterations, median step time and the means of the logged factor/level statistics over the last 10%."""
-    records = _read_jsonl(metrics_path)
+    records = read_jsonl(metrics_path)
     if not records:
         raise ValueError(f"{metrics_path}: no training records")
     late = records[-max(1, int(len(records) * _LATE_FRACTION)):]
@@ -90,7 +84,8 @@ def collect_run(run: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     sittings = json.loads(provenance.read_text(encoding="utf-8"))["sittings"] if provenance.is_file() else []
     overall = report["consistency"].get("overall", {})
     history = [{k: r.get(k) for k in ("iteration", "AP", "AP50", "AP75", "spearman")}
-               for r in _read_jsonl(directory / "eval_history.jsonl")]
+               for r in (read_jsonl(directory / "eval_history.jsonl") if (directory / "eval_history.jsonl").is_file()
+                         else [])]
     return {"name": run["name"], "arch": run["arch"], "variant": run["variant"], "seed": int(run["seed"]),
             "dir": str(directory), "metrics": report["metrics"],
             "consistency": {k: overall.get(k) for k in ("spearman", "pearson")},

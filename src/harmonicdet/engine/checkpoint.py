@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from harmonicdet.io import read_jsonl
+
 LAST = "last.pt"
 FINAL = "model_final.pt"
 
@@ -227,12 +229,10 @@ def check_model_config(stored: Optional[Mapping[str, Any]], current: Mapping[str
 
 def interruption_message(out: Path) -> str:
     """What a user needs after Ctrl-C: the iteration reached (``metrics.jsonl``) and where ``--resume`` starts."""
-    from harmonicdet.engine.train import read_records
-
     out = Path(out)
     reached = 0
     try:
-        records = read_records(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
+        records = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
         reached = max((int(r.get("iteration", 0)) for r in records), default=0)
     except (ValueError, OSError):
         pass

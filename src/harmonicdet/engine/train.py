@@ -32,7 +32,7 @@ from harmonicdet.engine.config import Config, dump_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.engine.progress import Progress
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
-from harmonicdet.io import write_json_atomic
+from harmonicdet.io import read_jsonl, write_json_atomic
 from harmonicdet.models import loss_stats
 from harmonicdet.provenance import provenance
 
@@ -48,33 +48,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def read_records(path: Path) -> List[Dict[str, Any]]:
-    """The JSON objects of a JSON-lines log; a torn last line (a write cut short) is dropped, a corrupt
-    line before it is a ``ValueError`` naming the file and the line."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            if all(not rest.strip() for rest in lines[number:]):
-                break  # the last line, torn by a kill: after the checkpoint, so nothing is lost
-            raise ValueError(f"{path}: line {number} is not valid JSON ({err}); repair or remove it") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {number} is not a JSON object")
-        records.append(record)
-    return records
-
-
 class MetricsLog:
     """Append-only JSON-lines log written by rank 0; on resume, records after the checkpoint are dropped."""
 
     def __init__(self, path: Path, resume_iteration: Optional[int], *, tensorboard: bool = True) -> None:
         self.path = path
         if resume_iteration is not None and path.exists():
-            kept = [json.dumps(record) for record in read_records(path) if record.get("iteration", 0) <= resume_iteration]
+            kept = [json.dumps(record) for record in read_jsonl(path) if record.get("iteration", 0) <= resume_iteration]
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, path)
