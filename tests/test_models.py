@@ -6,6 +6,7 @@ model); model-level tests run small models (32-64 FPN channels, 128 px, batch 2)
 """
 
 import copy
+import dataclasses
 import math
 from functools import lru_cache
 
@@ -188,11 +189,23 @@ HEAD_ARCHS = ["fcos", "retinanet", "faster_rcnn", "ssd"]
 
 
 @lru_cache(maxsize=None)
-def loss_part(arch, loss):
-    """The module that computes the loss: FCOS/RetinaNet head, R-CNN RoI heads, the SSD model (not mutated)."""
+def _built_loss_part(arch, loss):
+    """Built once per (arch, loss), as building is the slow part; never run nor changed: tests use copies."""
     torch.manual_seed(0)
     model = small_model(arch, loss)
     return model if arch == "ssd" else model.roi_heads if "rcnn" in arch else model.head
+
+
+def loss_part(arch, loss, **options):
+    """A fresh copy of the module that computes the loss (FCOS/RetinaNet head, R-CNN RoI heads, the SSD model).
+
+    The calling test owns it: it may set its options (``options`` replaces fields of the
+    preset's) and reads the ``last_stats`` of its own forward, not another test's.
+    """
+    part = copy.deepcopy(_built_loss_part(arch, loss))
+    if options:
+        part.options = dataclasses.replace(part.options, **options)
+    return part
 
 
 def matched_default(arch):
@@ -202,7 +215,7 @@ def matched_default(arch):
 
 def exact_regression(arch, boxes, matched):
     """Encoded offsets that decode every anchor to its matched box (any box for negatives)."""
-    part = loss_part(arch, "standard")
+    part = _built_loss_part(arch, "standard")  # only its box coder is read
     gt = boxes[matched.clamp(min=0)] if len(boxes) else ANCHORS
     if arch == "fcos":
         return part.box_coder.encode(ANCHORS, gt)
@@ -229,10 +242,13 @@ def leaves(arch, *, shift=0.0, logit_shift=0.0, boxes=GT, matched=None):
     return cls_logits.requires_grad_(True), regression.requires_grad_(True)
 
 
-def head_losses(arch, loss, cls_logits, regression, *, boxes=GT, matched=None):
-    """The loss dict of ``arch``'s loss part for one image, keys renamed to ``cls``, ``box``, ``tc`` (and others)."""
+def head_losses(arch, loss, cls_logits, regression, *, boxes=GT, matched=None, part=None):
+    """The loss dict of ``arch``'s loss part for one image, keys renamed to ``cls``, ``box``, ``tc`` (and others).
+
+    ``part``: the test's own :func:`loss_part` (to read its stats or use other options); default a fresh one.
+    """
     matched = matched_default(arch) if matched is None else matched
-    part = loss_part(arch, loss)
+    part = loss_part(arch, loss) if part is None else part
     targets = [{"boxes": boxes, "labels": torch.full((len(boxes),), LABEL, dtype=torch.int64)}]
     if arch == "faster_rcnn":
         labels = [torch.where(matched >= 0, LABEL, 0)]
@@ -297,13 +313,14 @@ def test_harmonic_is_eq_s1_on_torchvisions_own_terms(arch):
     """``harmonic``: cls gains ``exp(-L) * cls_pos``, box becomes ``(1 + exp(-cls_pos)) * L`` (same normaliser)."""
     cls_logits, regression = leaves(arch, shift=0.3)
     standard = head_losses(arch, "standard", cls_logits, regression)
-    harmonic = head_losses(arch, "harmonic", cls_logits, regression)
+    part = loss_part(arch, "harmonic")
+    harmonic = head_losses(arch, "harmonic", cls_logits, regression, part=part)
     n = 4 if arch == "faster_rcnn" else 1  # sampled RoIs, resp. foreground anchors
     cls_pos, loc_pos = positive_cls_loss(arch, cls_logits), standard["box"] * n
     torch.testing.assert_close(harmonic["cls"], standard["cls"] + torch.exp(-loc_pos) * cls_pos / n)
     torch.testing.assert_close(harmonic["box"], (1 + torch.exp(-cls_pos)) * loc_pos / n)
     assert set(harmonic) == set(standard)
-    stats = loss_stats(loss_part(arch, "harmonic"))
+    stats = loss_stats(part)
     assert stats["beta_r"] == pytest.approx(math.exp(-loc_pos.item()), rel=1e-5)
     assert stats["beta_c"] == pytest.approx(math.exp(-cls_pos.item()), rel=1e-5)
 
@@ -332,7 +349,8 @@ def test_head_losses_finite_without_positives_and_for_sliver_boxes(arch, loss):
     ]
     for boxes, matched in cases:
         cls_logits, regression = leaves(arch, boxes=boxes, matched=matched)
-        out = head_losses(arch, loss, cls_logits, regression, boxes=boxes, matched=matched)
+        part = loss_part(arch, loss)
+        out = head_losses(arch, loss, cls_logits, regression, boxes=boxes, matched=matched, part=part)
         harmonised = [v for k, v in out.items() if k in ("cls", "box", "tc")]  # FCOS centerness is torchvision's
         assert all(torch.isfinite(v) for v in harmonised), out
         grads = torch.autograd.grad(sum(harmonised), (cls_logits, regression))
@@ -341,7 +359,7 @@ def test_head_losses_finite_without_positives_and_for_sliver_boxes(arch, loss):
             # no positive: the negatives' plain loss, exactly torchvision's up to summation order
             standard = head_losses(arch, "standard", cls_logits, regression, boxes=boxes, matched=matched)
             torch.testing.assert_close(out["cls"], standard["cls"])
-            assert out["box"] == 0 and loss_stats(loss_part(arch, loss)) == {"beta_c": 0.0, "beta_r": 0.0, "reversed_frac": 0.0}
+            assert out["box"] == 0 and loss_stats(part) == {"beta_c": 0.0, "beta_r": 0.0, "reversed_frac": 0.0}
 
 
 # ---------------------------------------------------------------- model level
@@ -407,7 +425,7 @@ def test_fcos_batch_with_ground_truth_but_no_positive_location():
                {"boxes": torch.tensor([[9.0, 41.0, 15.0, 47.0]]), "labels": torch.tensor([2])}]
     losses = model(images, targets)
     assert all(torch.isfinite(v) for v in losses.values()) and losses["bbox_regression"] == 0
-    assert loss_stats(model) == {"beta_c": 0.0, "beta_r": 0.0, **{k: 0.0 for k in LEVEL_KEYS}}
+    assert loss_stats(model) == {"beta_c": 0.0, "beta_r": 0.0, "reversed_frac": 0.0, **{k: 0.0 for k in LEVEL_KEYS}}
     sum(losses.values()).backward()
 
 
@@ -459,8 +477,8 @@ def test_loss_stats_unwraps_a_ddp_like_wrapper():
     assert loss_stats(model) == {} and loss_stats(Wrapper(model)) == {}
     train_losses(model, "retinanet")
     stats = loss_stats(Wrapper(model))
-    assert stats == loss_stats(model) and set(stats) == {"beta_c", "beta_r"}
-    assert all(isinstance(v, float) and 0 < v <= 1 for v in stats.values())
+    assert stats == loss_stats(model) and set(stats) == {"beta_c", "beta_r", "reversed_frac"}
+    assert all(isinstance(v, float) for v in stats.values()) and all(0 < stats[k] <= 1 for k in ("beta_c", "beta_r"))
     assert loss_stats(Wrapper(small_model("retinanet"))) == {}
 
 
@@ -539,12 +557,8 @@ def test_options_and_errors():
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "l1", "giou", "none"])
 def test_box_loss_option_in_every_family(box_loss):
     for arch in HEAD_ARCHS:
-        part = loss_part(arch, "harmonic")
-        part.options, saved = type(part.options)(alpha=1.5, box_loss=box_loss), part.options
-        try:
-            out = head_losses(arch, "harmonic", *leaves(arch, shift=0.3))
-        finally:
-            part.options = saved
+        part = loss_part(arch, "harmonic", alpha=1.5, box_loss=box_loss)
+        out = head_losses(arch, "harmonic", *leaves(arch, shift=0.3), part=part)
         assert torch.isfinite(out["box"]) and out["box"] > 0, (arch, box_loss)
 
 
@@ -653,29 +667,24 @@ def test_posweight_with_c_1_is_the_standard_loss(arch):
 @pytest.mark.parametrize("arch", HEAD_ARCHS)
 def test_posweight_multiplies_the_positive_terms_only(arch):
     """One positive: c = 2 doubles its classification and box terms; the negatives' loss is unchanged."""
-    part = loss_part(arch, "standard_posweight")
-    saved = part.options
     cls_logits, regression = leaves(arch, shift=0.3)
     standard = head_losses(arch, "standard", cls_logits, regression)
     n = 4 if arch == "faster_rcnn" else 1  # normaliser: sampled RoIs, resp. foreground anchors
     cls_pos = positive_cls_loss(arch, cls_logits) / n
-    try:
-        for c in (2.0, 1.9):
-            part.options = type(saved)(positive_weight=c)
-            out = head_losses(arch, "standard_posweight", cls_logits, regression)
-            assert set(out) == set(standard)
-            torch.testing.assert_close(out["box"], c * standard["box"])
-            negatives = standard["cls"] - cls_pos
-            torch.testing.assert_close(out["cls"] - c * cls_pos, negatives)
-            for key in set(out) - {"cls", "box"}:  # FCOS centerness: torchvision's
-                torch.testing.assert_close(out[key], standard[key])
-            # no coupling: the positive's classification gradient does not depend on its box
-            (grad,) = torch.autograd.grad(out["cls"], cls_logits, retain_graph=True)
-            (grad_std,) = torch.autograd.grad(standard["cls"], cls_logits, retain_graph=True)
-            torch.testing.assert_close(grad[POS], c * grad_std[POS])
-            torch.testing.assert_close(grad[POS + 1:], grad_std[POS + 1:])
-    finally:
-        part.options = saved
+    for c in (2.0, 1.9):
+        part = loss_part(arch, "standard_posweight", positive_weight=c)
+        out = head_losses(arch, "standard_posweight", cls_logits, regression, part=part)
+        assert set(out) == set(standard)
+        torch.testing.assert_close(out["box"], c * standard["box"])
+        negatives = standard["cls"] - cls_pos
+        torch.testing.assert_close(out["cls"] - c * cls_pos, negatives)
+        for key in set(out) - {"cls", "box"}:  # FCOS centerness: torchvision's
+            torch.testing.assert_close(out[key], standard[key])
+        # no coupling: the positive's classification gradient does not depend on its box
+        (grad,) = torch.autograd.grad(out["cls"], cls_logits, retain_graph=True)
+        (grad_std,) = torch.autograd.grad(standard["cls"], cls_logits, retain_graph=True)
+        torch.testing.assert_close(grad[POS], c * grad_std[POS])
+        torch.testing.assert_close(grad[POS + 1:], grad_std[POS + 1:])
 
 
 # ---------------------------------------------------------------- FCOS scale ranges at small image sizes
