@@ -16,8 +16,14 @@ import torch
 
 
 def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
-    """The commit of the git checkout holding ``path`` (``+dirty`` with uncommitted changes); ``None`` outside one."""
+    """The commit of the git checkout this package is tracked in (``+dirty`` with uncommitted changes).
+
+    ``None`` outside a checkout, and for a copy of the package lying untracked inside another
+    checkout, whose commit would not be the code's.
+    """
     try:
+        subprocess.run(["git", "ls-files", "--error-unmatch", Path(__file__).name], cwd=path, capture_output=True,
+                       timeout=10, check=True)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,

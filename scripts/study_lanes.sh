@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs a study's unfinished runs in LANES side-by-side processes (e.g. on one GPU), each for at most
+# LIMIT seconds, then writes nothing else: the report is `harmonicdet study STUDY --report-only`.
+# Usage: scripts/study_lanes.sh STUDY.yaml [LANES=9] [LIMIT_S=0 (no limit)]
+# Run i takes every LANES-th run of the study's order, so each lane gets a mix; a lane that is stopped
+# leaves its run resumable from last.pt (study resume rules).
+set -euo pipefail
+study=$1; lanes=${2:-9}; limit=${3:-0}
+python=${PYTHON:-python3}
+mapfile -t names < <("$python" -c "
+import sys
+from harmonicdet.engine.study import load_study, run_state
+for run in load_study(sys.argv[1]).runs:
+    if run_state(run) != 'done':
+        print(run.name)" "$study")
+[ ${#names[@]} -eq 0 ] && { echo "every run of $study is done"; exit 0; }
+log_dir=${LOG_DIR:-runs/lane_logs}
+mkdir -p "$log_dir"
+for ((lane = 0; lane < lanes && lane < ${#names[@]}; lane++)); do
+  own=()
+  for ((i = lane; i < ${#names[@]}; i += lanes)); do own+=("${names[$i]}"); done
+  if [ "$limit" -gt 0 ]; then stop=(timeout -s TERM "$limit"); else stop=(); fi
+  "${stop[@]}" "$python" -m harmonicdet study "$study" --only "${own[@]}" --no-report --quiet \
+    >> "$log_dir/lane$lane.log" 2>&1 &
+done
+wait || true
+"$python" -c "
+import sys
+from harmonicdet.engine.study import load_study, run_state
+for run in load_study(sys.argv[1]).runs:
+    print(run.name, run_state(run))" "$study"
