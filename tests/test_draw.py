@@ -175,6 +175,12 @@ def test_render_and_legend_on_arrays():
                       det_colours=[draw.FAIR], scale=2)
     assert out.size == (120, 80)
     assert _colour(np.asarray(out), 35, 60) == draw.FAIR  # bottom edge at y = 30 * 2
+    grey = np.full((40, 60, 3), 90, np.uint8)
+    named = np.asarray(draw.render(grey, det_boxes=np.zeros((0, 4)), det_scores=[], det_names=[], det_colours=[],
+                                   gt_boxes=[[5, 5, 55, 35]], gt_names=["coat"]))
+    assert _colour(named, 30, 35) == draw.GROUND_TRUTH  # the object's edge
+    inside = named[20:34, 6:30].reshape(-1, 3)  # its class name, light on the strip colour, bottom left
+    assert list(draw.BACKGROUND) in inside.tolist() and (inside.min(axis=1) > 150).sum() >= 5
     assert draw.iou_colours([0.9, 0.75, 0.6, 0.5, 0.49, 0.0], [0, 0, 0, 0, 0, 1]) == [
         draw.GOOD, draw.GOOD, draw.FAIR, draw.FAIR, draw.POOR, draw.IGNORED]
     strip = draw.legend(200)
