@@ -18,8 +18,7 @@ import yaml
 
 from harmonicdet.engine.builders import build_datasets, build_model, scenes_paths
 from harmonicdet.engine.checkpoint import load_checkpoint
-from harmonicdet.engine.config import load_config
-from harmonicdet.engine.demo import shipped_config
+from harmonicdet.engine.config import load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler, lr_factor
 from harmonicdet.engine.train import train

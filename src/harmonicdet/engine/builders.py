@@ -12,14 +12,13 @@ from harmonicdet.data import (
     CocoDetectionDataset,
     VocDetectionDataset,
     build_transforms,
-    collate,
     make_scenes,
 )
 from harmonicdet.engine.config import Config
 from harmonicdet.engine.schema import check_loss_options
 from harmonicdet.models import build_detector
 
-__all__ = ["build_datasets", "build_model", "coco_ground_truth", "collate", "scenes_paths"]
+__all__ = ["build_datasets", "build_model", "coco_ground_truth", "scenes_paths"]
 
 _DATASETS = {"coco": CocoDetectionDataset, "voc": VocDetectionDataset}
 

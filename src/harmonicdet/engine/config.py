@@ -9,6 +9,7 @@ a config never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
 
@@ -138,3 +139,11 @@ def _origin(origins: Mapping[str, str], field: str) -> str:
 
 def dump_config(config: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(config), sort_keys=False)
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped in ``harmonicdet/configs`` (the repository's ``configs/``)."""
+    path = resources.files("harmonicdet") / "configs" / name
+    if not path.is_file():
+        raise ValueError(f"no shipped config {name!r}")
+    return Path(str(path))

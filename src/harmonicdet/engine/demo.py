@@ -16,7 +16,6 @@ import shutil
 import statistics
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,12 +23,12 @@ import torch
 
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
-from harmonicdet.data import make_scenes
-from harmonicdet.engine.builders import build_datasets, build_model, collate, scenes_paths
-from harmonicdet.engine.config import Config, load_config
-from harmonicdet.io import write_json_atomic, write_text_atomic
+from harmonicdet.data import collate, make_scenes
+from harmonicdet.engine.builders import build_datasets, build_model, scenes_paths
+from harmonicdet.engine.config import Config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
+from harmonicdet.io import write_json_atomic, write_text_atomic
 from harmonicdet.visualization.coco import comparison_panel
 
 DEMO_CONFIG = "scenes_fcos_r18.yaml"
@@ -37,14 +36,6 @@ PRESETS = ("standard", "harmonicdet")
 _PROBE_ITERS = 6
 _RESERVE_S = 20.0  # plots, model building, evaluation start-up
 MIN_BUDGET_S = 60.0  # below this no budget can fit scenes, the timing probe and two evaluations
-
-
-def shipped_config(name: str) -> Path:
-    """Path of a config shipped in ``harmonicdet/configs`` (the repository's ``configs/``)."""
-    path = resources.files("harmonicdet") / "configs" / name
-    if not path.is_file():
-        raise ValueError(f"no shipped config {name!r}")
-    return Path(str(path))
 
 
 def _say(text: str) -> None:

@@ -56,15 +56,13 @@ def all_gather_objects(obj: Any) -> List[Any]:
     return gathered
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
+def resolve_device(name: str) -> torch.device:
+    """The device of ``train.device``: ``auto`` is this process's GPU (``LOCAL_RANK``) when CUDA is there, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} asked for but CUDA is not available")
+    return device

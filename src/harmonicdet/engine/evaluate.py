@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from harmonicdet.engine import distributed as dist_utils
-from harmonicdet.engine.builders import collate, coco_ground_truth
+from harmonicdet.data import collate
+from harmonicdet.engine.builders import coco_ground_truth
 from harmonicdet.engine.progress import Progress
 from harmonicdet.io import write_json_atomic
 from harmonicdet.models import pre_nms_candidates

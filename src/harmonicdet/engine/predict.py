@@ -43,7 +43,7 @@ from harmonicdet.engine.builders import build_datasets, build_model
 from harmonicdet.engine.config import Config
 from harmonicdet.engine.evaluate import detections_to_coco
 from harmonicdet.engine.run_eval import load_weights
-from harmonicdet.engine.train import resolve_device
+from harmonicdet.engine.distributed import resolve_device
 from harmonicdet.io import write_image_atomic, write_json_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

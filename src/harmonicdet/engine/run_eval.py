@@ -13,12 +13,12 @@ from torch.utils.data import DataLoader
 from harmonicdet.analysis.branch_gradients import branch_gradient_norms
 from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine import distributed as dist_utils
-from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth, collate
+from harmonicdet.data import collate
+from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
 from harmonicdet.engine.checkpoint import check_model_config, load_model_state
 from harmonicdet.engine.config import Config, load_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.io import write_json_atomic
-from harmonicdet.engine.train import resolve_device
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Path, config: Optional[Config] = None) -> None:
@@ -44,7 +44,7 @@ def _load_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Pa
 def evaluate_run(config: Config, *, checkpoint: Path, out_dir: Optional[Path] = None,
                  show_progress: bool = True) -> Dict[str, Any]:
     """Writes ``results.json`` (COCO detections) and ``eval.json`` (metrics + consistency); returns the report."""
-    device = resolve_device(config["train"]["device"])
+    device = dist_utils.resolve_device(config["train"]["device"])
     dist_utils.init_from_env(device)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
     state, trained_with = load_model_state(Path(checkpoint))  # an unreadable or foreign file fails before any work

@@ -41,8 +41,7 @@ import yaml
 
 from harmonicdet.engine.builders import build_datasets, coco_ground_truth
 from harmonicdet.engine.checkpoint import LAST
-from harmonicdet.engine.config import Config, dump_config, load_config
-from harmonicdet.engine.demo import shipped_config
+from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
 from harmonicdet.io import write_json_atomic

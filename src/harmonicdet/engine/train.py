@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from harmonicdet.engine import distributed as dist_utils
-from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth, collate
+from harmonicdet.data import collate
+from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
 from harmonicdet.engine.checkpoint import (LAST, check_resume_config, load_checkpoint, save_checkpoint, save_model,
                                            set_rng_state)
 from harmonicdet.analysis.consistency import consistency_report
@@ -35,17 +36,6 @@ from harmonicdet.engine.schedule import build_optimizer, build_scheduler
 from harmonicdet.io import read_jsonl, write_json_atomic
 from harmonicdet.models import loss_stats
 from harmonicdet.provenance import provenance
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} asked for but CUDA is not available")
-    return device
 
 
 class MetricsLog:
@@ -160,7 +150,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     at the exact iteration, data order and RNG state where it was written.
     """
     cfg_train = config["train"]
-    device = resolve_device(cfg_train["device"])
+    device = dist_utils.resolve_device(cfg_train["device"])
     if device.type == "cuda":
         torch.cuda.set_device(device)
     distributed = dist_utils.init_from_env(device)
