@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import stats
 
-from harmonicdet.analysis import consistency as consistency_module
+from harmonicdet.analysis.consistency import matching as consistency_matching
 from harmonicdet.analysis.consistency import (
     GroundTruth,
     calibration,
@@ -186,7 +186,7 @@ def test_score_iou_pairs_match_cocoeval_compute_iou():
 def test_chunked_matching_equals_one_block(monkeypatch):
     gt, results = random_coco(np.random.default_rng(3), num_images=2, num_classes=1, num_gt=40, num_dt=300)
     whole = score_iou_pairs(gt, results)
-    monkeypatch.setattr(consistency_module, "_CHUNK", 7)
+    monkeypatch.setattr(consistency_matching, "_CHUNK", 7)
     chunked = score_iou_pairs(gt, results)
     for key in ("iou", "ignored", "gt_id"):
         np.testing.assert_array_equal(whole[key], chunked[key])
