@@ -12,12 +12,11 @@ continues from, written atomically) and ``model_final.pt`` (the trained weights)
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -142,6 +141,101 @@ def _to_device(images, targets, device):
     return images, targets
 
 
+def _open_run(out: Path, config: Config, resume: bool, is_main: bool) -> Optional[Dict[str, Any]]:
+    """The checkpoint to resume (``None`` for a new run), checked against ``config``; rank 0 then writes
+    ``config.yaml`` and this sitting's provenance, only once the run is accepted."""
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(out / LAST, map_location="cpu")
+        check_resume_config(checkpoint.get("config"), config, out / LAST)  # before config.yaml is rewritten
+    elif is_main and (out / LAST).exists():
+        raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another output_dir")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(config))
+        _record_provenance(out, checkpoint["iteration"] if checkpoint else 0)
+    return checkpoint
+
+
+class _Optimisation:
+    """What a training step updates besides the model: optimiser, learning-rate schedule and AMP scaler."""
+
+    def __init__(self, model: torch.nn.Module, cfg_train: Dict[str, Any], device: torch.device) -> None:
+        self.optimizer = build_optimizer(model, cfg_train)
+        self.scheduler = build_scheduler(self.optimizer, cfg_train)
+        self.use_amp = bool(cfg_train["amp"]) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.grad_clip = cfg_train["grad_clip"]
+
+
+def _restore(checkpoint: Dict[str, Any], model: torch.nn.Module, opt: _Optimisation) -> Tuple[int, int, int]:
+    """Load a ``last.pt`` into the model, optimiser, schedule, scaler and the RNGs; returns ``(iteration, epoch,
+    batch_in_epoch)``, where training continues."""
+    model.load_state_dict(checkpoint["model"])
+    opt.optimizer.load_state_dict(checkpoint["optimizer"])
+    opt.scheduler.load_state_dict(checkpoint["scheduler"])
+    if opt.scaler is not None and checkpoint.get("scaler"):
+        opt.scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    return checkpoint["iteration"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
+
+
+def _loader(train_set, sampler: DistributedSampler, config: Config, epoch: int, skip: int) -> DataLoader:
+    """The epoch's batches after the first ``skip``; the loader's own seeded generator keeps it from drawing on
+    the global RNG, so resuming mid-epoch is exact."""
+    batches = _epoch_batches(sampler, epoch, config["train"]["batch_size"], skip)
+    return DataLoader(train_set, batch_sampler=batches, collate_fn=collate, num_workers=config["data"]["num_workers"],
+                      generator=torch.Generator().manual_seed(config["seed"] * 100_003 + epoch))
+
+
+def _step(train_model: torch.nn.Module, model: torch.nn.Module, images, targets, opt: _Optimisation,
+          iteration: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], float]:
+    """One optimisation step; returns the loss, its terms and the learning rate the step used."""
+    autocast = torch.autocast("cuda", dtype=torch.float16) if opt.use_amp else nullcontext()
+    with autocast:
+        loss_dict = train_model(images, targets)
+    loss = sum(loss_dict.values())
+    if not torch.isfinite(loss):
+        terms = {k: float(v) for k, v in loss_dict.items()}
+        raise FloatingPointError(f"iteration {iteration}: non-finite training loss {terms}")
+    opt.optimizer.zero_grad(set_to_none=True)
+    if opt.scaler is not None:
+        opt.scaler.scale(loss).backward()
+        opt.scaler.unscale_(opt.optimizer)
+    else:
+        loss.backward()
+    if opt.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
+    if opt.scaler is not None:
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+    else:
+        opt.optimizer.step()
+    lr = opt.optimizer.param_groups[0]["lr"]
+    opt.scheduler.step()
+    return loss, loss_dict, lr
+
+
+def _record(model: torch.nn.Module, iteration: int, epoch: int, loss: torch.Tensor,
+            loss_dict: Dict[str, torch.Tensor], lr: float, step_time: float, images: int) -> Dict[str, Any]:
+    """The ``metrics.jsonl`` line of a step: loss and its terms, lr, throughput and :func:`loss_stats`."""
+    record = {"iteration": iteration, "epoch": epoch, "loss": float(loss.detach()), "lr": lr,
+              "step_time": step_time, "images_per_s": images / step_time}
+    record.update({k: float(v.detach()) for k, v in loss_dict.items()})
+    record.update({k: float(v) for k, v in loss_stats(model).items()})
+    return record
+
+
+def _checkpoint(path: Optional[Path], model: torch.nn.Module, opt: _Optimisation, config: Config, iteration: int,
+                epoch: int, batch_index: int, end_of_epoch: bool) -> None:
+    """``last.pt`` (rank 0: ``path`` set) pointing at the batch after ``batch_index``; every rank waits for it."""
+    next_epoch, next_skip = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
+    if path is not None:
+        save_checkpoint(path, model=model, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler,
+                        iteration=iteration, epoch=next_epoch, batch_in_epoch=next_skip, config=config)
+    dist_utils.barrier()
+
+
 def train(config: Config, *, resume: bool = False, show_progress: bool = True) -> Path:
     """Train the model ``config`` describes; returns the output folder.
 
@@ -156,101 +250,51 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     distributed = dist_utils.init_from_env(device)
     is_main = dist_utils.is_main_process()
     out = Path(config["output_dir"])
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(out / LAST, map_location="cpu")
-        check_resume_config(checkpoint.get("config"), config, out / LAST)  # before config.yaml is rewritten
-    elif is_main and (out / LAST).exists():
-        raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another output_dir")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(config))
-        _record_provenance(out, checkpoint["iteration"] if checkpoint else 0)
+    checkpoint = _open_run(out, config, resume, is_main)
 
     torch.manual_seed(config["seed"])
     train_set, _ = build_datasets(config, need_val=False)
     model = build_model(config).to(device)
-    optimizer = build_optimizer(model, cfg_train)
-    scheduler = build_scheduler(optimizer, cfg_train)
-    use_amp = bool(cfg_train["amp"]) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    start_iter, epoch, skip = 0, 0, 0
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if scaler is not None and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        start_iter, epoch, skip = checkpoint["iteration"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
-        set_rng_state(checkpoint["rng"])
+    opt = _Optimisation(model, cfg_train, device)
+    start_iter, epoch, skip = _restore(checkpoint, model, opt) if checkpoint is not None else (0, 0, 0)
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if distributed else model
 
     batch_size, max_iters = cfg_train["batch_size"], cfg_train["max_iters"]
+    images_per_step = batch_size * dist_utils.world_size()
     sampler = DistributedSampler(train_set, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
                                  shuffle=True, seed=config["seed"], drop_last=True)
     if len(sampler) < batch_size:
         raise ValueError(f"train.batch_size={batch_size} is larger than the {len(sampler)} training images per process")
-    every = cfg_train["checkpoint_every"] or len(sampler) // batch_size
-    log = MetricsLog(out / "metrics.jsonl", start_iter if checkpoint else None) if is_main else None
-    periodic = PeriodicEvaluation(config, out if is_main else None, start_iter if checkpoint else None, device, model)
+    batches_per_epoch = len(sampler) // batch_size
+    every = cfg_train["checkpoint_every"] or batches_per_epoch
+    resumed_at = start_iter if checkpoint else None
+    log = MetricsLog(out / "metrics.jsonl", resumed_at) if is_main else None
+    periodic = PeriodicEvaluation(config, out if is_main else None, resumed_at, device, model)
     progress = Progress(max_iters, "train", every=cfg_train["log_every"], start=start_iter,
                         enabled=show_progress and is_main)
     train_model.train()
     iteration = start_iter
     try:
         while iteration < max_iters:
-            batches = _epoch_batches(sampler, epoch, batch_size, skip)
-            # a seeded generator keeps the loader from drawing on the global RNG, so resuming mid-epoch is exact
-            loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate,
-                                num_workers=config["data"]["num_workers"],
-                                generator=torch.Generator().manual_seed(config["seed"] * 100_003 + epoch))
-            for batch_index, (images, targets) in enumerate(loader, start=skip):
+            for batch_index, (images, targets) in enumerate(_loader(train_set, sampler, config, epoch, skip),
+                                                            start=skip):
                 t0 = time.perf_counter()
                 images, targets = _to_device(images, targets, device)
-                autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-                with autocast:
-                    loss_dict = train_model(images, targets)
-                loss = sum(loss_dict.values())
-                if not torch.isfinite(loss):
-                    terms = {k: float(v) for k, v in loss_dict.items()}
-                    raise FloatingPointError(f"iteration {iteration}: non-finite training loss {terms}")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg_train["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg_train["grad_clip"])
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
+                loss, loss_dict, lr = _step(train_model, model, images, targets, opt, iteration)
                 iteration += 1
                 step_time = time.perf_counter() - t0
-                if is_main:
-                    record = {"iteration": iteration, "epoch": epoch, "loss": float(loss.detach()), "lr": lr,
-                              "step_time": step_time,
-                              "images_per_s": batch_size * dist_utils.world_size() / step_time}
-                    record.update({k: float(v.detach()) for k, v in loss_dict.items()})
-                    record.update({k: float(v) for k, v in loss_stats(model).items()})
+                if log is not None:
+                    record = _record(model, iteration, epoch, loss, loss_dict, lr, step_time, images_per_step)
                     log.write(record)
                     shown = {"loss": record["loss"], **{k: record[k] for k in ("beta_c", "beta_r") if k in record}}
-                    progress.update(values=shown, unit_rate=batch_size * dist_utils.world_size())
-                end_of_epoch = batch_index + 1 == len(sampler) // batch_size
+                    progress.update(values=shown, unit_rate=images_per_step)
+                end_of_epoch = batch_index + 1 == batches_per_epoch
                 if periodic.due(iteration):
                     periodic(iteration)
                 if iteration % every == 0 or end_of_epoch or iteration == max_iters:
-                    next_epoch, next_skip = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
-                    if is_main:
-                        save_checkpoint(out / LAST, model=model, optimizer=optimizer, scheduler=scheduler,
-                                        scaler=scaler, iteration=iteration, epoch=next_epoch,
-                                        batch_in_epoch=next_skip, config=config)
-                    dist_utils.barrier()
+                    _checkpoint(out / LAST if is_main else None, model, opt, config, iteration, epoch, batch_index,
+                                end_of_epoch)
                 if iteration >= max_iters:
                     break
             epoch, skip = epoch + 1, 0
