@@ -47,7 +47,7 @@ coder; e.g. ``fcos_anchor_sizes=(2, 4, 8, 16, 32), center_sampling_radius=6.0``
 from __future__ import annotations
 
 import inspect
-import math
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
@@ -55,6 +55,8 @@ from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet, 
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
+
+from harmonicdet.checks import check_finite_number, is_finite_number
 
 from .backbones import BACKBONES, MOBILENETS, fpn_backbone, load_pretrained
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
@@ -75,8 +77,7 @@ def _fcos_anchor_sizes(sizes: Optional[Sequence[float]]) -> Tuple[Tuple[float, .
     if sizes is None:
         return FCOS_ANCHOR_SIZES
     values = list(sizes) if isinstance(sizes, (list, tuple)) else None
-    if values is None or len(values) != 5 or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in values):
+    if values is None or len(values) != 5 or any(not is_finite_number(v) or v <= 0 for v in values):
         raise ValueError(f"fcos_anchor_sizes must be 5 positive numbers (levels P3-P7), got {sizes!r}")
     if any(b <= a for a, b in zip(values, values[1:])):
         raise ValueError(f"fcos_anchor_sizes must be strictly increasing from P3 to P7, got {sizes!r}")
@@ -94,14 +95,19 @@ _OWN_KWARGS = {"backbone", "num_classes", "anchor_generator", "rpn_anchor_genera
                "size", "center_sampling_radius", "image_mean", "image_std", "positive_fraction"}
 
 
+def _detector_class(arch: str, qfl: bool) -> type:
+    """The torchvision class (or harmonicdet subclass) ``build_detector`` returns for ``arch``."""
+    return {"ssd": SSD, "fcos": QFLFCOS if qfl else FCOS, "retinanet": RetinaNet, "faster_rcnn": FasterRCNN,
+            "mask_rcnn": MaskRCNN}[arch]
+
+
 def _detector_kwargs(arch: str, qfl: bool, kwargs: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """``detector_kwargs`` checked against the torchvision class's constructor, naming a bad key."""
     if not kwargs:
         return {}
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"detector_kwargs must be a mapping, got {type(kwargs).__name__}")
-    cls = {"ssd": SSD, "fcos": QFLFCOS if qfl else FCOS, "retinanet": RetinaNet, "faster_rcnn": FasterRCNN,
-           "mask_rcnn": MaskRCNN}[arch]
+    cls = _detector_class(arch, qfl)
     accepted = {name for cls_ in cls.__mro__ if cls_.__init__ is not object.__init__
                 for name in inspect.signature(cls_.__init__).parameters} - {"self", "args", "kwargs"}
     for key in kwargs:
@@ -119,6 +125,104 @@ def _head(options, classes: Tuple[type, type, type], *args: Any) -> nn.Module:
     if options is None:
         return standard(*args)
     return (qfl if isinstance(options, QFLOptions) else harmonic)(*args, options=options)
+
+
+def _check_arguments(arch: str, num_classes: int, backbone: Optional[str], image_size: int,
+                     fpn_channels: Optional[int], fcos_anchor_sizes: Optional[Sequence[float]],
+                     center_sampling_radius: Optional[float], loss: str) -> Tuple[str, Tuple, float]:
+    """The checks of :func:`build_detector`'s arguments that do not depend on the loss options; returns the
+    backbone, the FCOS anchor sizes and centre-sampling radius, defaults filled in."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if backbone is None:
+        backbone = "mobilenet_v3_large" if arch == "ssd" else "resnet18"
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    if arch == "ssd" and backbone not in MOBILENETS:
+        raise ValueError(f"arch 'ssd' is SSDlite with backbone 'mobilenet_v3_large', got backbone {backbone!r}")
+    if arch == "ssd" and fpn_channels is not None:
+        raise ValueError("arch 'ssd' (SSDlite) has no FPN: fpn_channels must not be given")
+    if arch == "fcos" and fpn_channels is not None and (fpn_channels % 32 or fpn_channels < 64):
+        # torchvision's FCOS head normalises with GroupNorm(32, channels); 32 channels fail on 1x1 levels
+        raise ValueError(f"FCOS needs fpn_channels a multiple of 32 and >= 64 (GroupNorm(32)), got {fpn_channels}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if arch != "fcos" and (fcos_anchor_sizes is not None or center_sampling_radius is not None):
+        raise ValueError(f"fcos_anchor_sizes and center_sampling_radius are options of arch 'fcos', not {arch!r}")
+    fcos_sizes = _fcos_anchor_sizes(fcos_anchor_sizes)
+    radius = FCOS_CENTER_SAMPLING_RADIUS if center_sampling_radius is None \
+        else check_finite_number(center_sampling_radius, "center_sampling_radius", above=0)
+    if loss == "qfl" and arch not in QFL_ARCHS:
+        raise ValueError(f"loss='qfl' is implemented for arch {QFL_ARCHS}, not {arch!r}")
+    return backbone, fcos_sizes, radius
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """:func:`build_detector`'s checked arguments, as the per-arch builders take them."""
+
+    arch: str
+    num_classes: int
+    backbone: str
+    image_size: int
+    options: Any  # HarmonicOptions, QFLOptions or None (standard)
+    extra: Dict[str, Any]  # detector_kwargs
+    trainable_backbone_layers: Optional[int]
+    pyramid: Dict[str, Any]  # fpn_backbone's fpn_channels, frozen_bn, trainable_layers
+    fcos_anchor_sizes: Tuple[Tuple[float, ...], ...]
+    center_sampling_radius: float
+
+    @property
+    def size(self) -> Dict[str, int]:
+        return dict(min_size=self.image_size, max_size=self.image_size)
+
+
+def _build_ssd(spec: _Spec) -> nn.Module:
+    # torchvision's SSDlite320 parts (backbone, anchors, head, settings), for a square of image_size
+    ref = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=spec.num_classes,
+                                        trainable_backbone_layers=spec.trainable_backbone_layers)
+    kwargs = dict(image_mean=ref.transform.image_mean, image_std=ref.transform.image_std, head=ref.head,
+                  score_thresh=ref.score_thresh, nms_thresh=ref.nms_thresh,
+                  detections_per_img=ref.detections_per_img, topk_candidates=ref.topk_candidates,
+                  positive_fraction=1 / (1 + ref.neg_to_pos_ratio), **spec.extra)
+    args = (ref.backbone, ref.anchor_generator, (spec.image_size, spec.image_size), spec.num_classes)
+    return SSD(*args, **kwargs) if spec.options is None else HarmonicSSD(*args, options=spec.options, **kwargs)
+
+
+def _build_fcos(spec: _Spec) -> nn.Module:
+    body = fpn_backbone(spec.backbone, levels="p3p7", **spec.pyramid)
+    head = _head(spec.options, (StandardFCOSHead, HarmonicFCOSHead, QFLFCOSHead), body.out_channels, 1,
+                 spec.num_classes)
+    anchors = AnchorGenerator(spec.fcos_anchor_sizes, ((1.0,),) * 5)
+    cls = _detector_class("fcos", isinstance(spec.options, QFLOptions))
+    return cls(body, spec.num_classes, anchor_generator=anchors, head=head,
+               center_sampling_radius=spec.center_sampling_radius, **spec.size, **spec.extra)
+
+
+def _build_retinanet(spec: _Spec) -> nn.Module:
+    body = fpn_backbone(spec.backbone, levels="p3p7", **spec.pyramid)
+    sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in _anchor_sizes(spec.image_size, 32))
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    head = _head(spec.options, (RetinaNetHead, HarmonicRetinaNetHead, QFLRetinaNetHead), body.out_channels, 9,
+                 spec.num_classes)
+    return RetinaNet(body, spec.num_classes, anchor_generator=anchors, head=head, **spec.size, **spec.extra)
+
+
+def _build_rcnn(spec: _Spec) -> nn.Module:
+    body = fpn_backbone(spec.backbone, levels="p2p6", **spec.pyramid)
+    anchors = AnchorGenerator(tuple((s,) for s in _anchor_sizes(spec.image_size, 32)), ((0.5, 1.0, 2.0),) * 5)
+    model = _detector_class(spec.arch, False)(body, spec.num_classes, rpn_anchor_generator=anchors, **spec.size,
+                                              **spec.extra)
+    if spec.options is not None:
+        model.roi_heads = HarmonicRoIHeads.from_roi_heads(model.roi_heads, spec.options)
+    return model
+
+
+# one builder per arch: each makes its parts in torchvision's order (the RNG draws, hence the weights, follow it)
+_BUILDERS = {"ssd": _build_ssd, "fcos": _build_fcos, "retinanet": _build_retinanet, "faster_rcnn": _build_rcnn,
+             "mask_rcnn": _build_rcnn}
 
 
 def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: Optional[str] = None,
@@ -168,72 +272,19 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         ValueError: an unknown arch, backbone, preset or loss option (named in the
             message), or an invalid value.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
-    if backbone is None:
-        backbone = "mobilenet_v3_large" if arch == "ssd" else "resnet18"
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-    if arch == "ssd" and backbone not in MOBILENETS:
-        raise ValueError(f"arch 'ssd' is SSDlite with backbone 'mobilenet_v3_large', got backbone {backbone!r}")
-    if arch == "ssd" and fpn_channels is not None:
-        raise ValueError("arch 'ssd' (SSDlite) has no FPN: fpn_channels must not be given")
-    if arch == "fcos" and fpn_channels is not None and (fpn_channels % 32 or fpn_channels < 64):
-        # torchvision's FCOS head normalises with GroupNorm(32, channels); 32 channels fail on 1x1 levels
-        raise ValueError(f"FCOS needs fpn_channels a multiple of 32 and >= 64 (GroupNorm(32)), got {fpn_channels}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes counts the background too and must be >= 2, got {num_classes}")
-    if image_size < 32:
-        raise ValueError(f"image_size must be >= 32, got {image_size}")
-    if arch != "fcos" and (fcos_anchor_sizes is not None or center_sampling_radius is not None):
-        raise ValueError(f"fcos_anchor_sizes and center_sampling_radius are options of arch 'fcos', not {arch!r}")
-    fcos_sizes = _fcos_anchor_sizes(fcos_anchor_sizes)
-    if center_sampling_radius is None:
-        center_sampling_radius = FCOS_CENTER_SAMPLING_RADIUS
-    elif isinstance(center_sampling_radius, bool) or not isinstance(center_sampling_radius, (int, float)) \
-            or not math.isfinite(center_sampling_radius) or center_sampling_radius <= 0:
-        raise ValueError(f"center_sampling_radius must be a finite number > 0, got {center_sampling_radius!r}")
-    if loss == "qfl" and arch not in QFL_ARCHS:
-        raise ValueError(f"loss='qfl' is implemented for arch {QFL_ARCHS}, not {arch!r}")
+    backbone, fcos_sizes, radius = _check_arguments(arch, num_classes, backbone, image_size, fpn_channels,
+                                                    fcos_anchor_sizes, center_sampling_radius, loss)
     options = harmonic_options(loss, loss_options)
     qfl = isinstance(options, QFLOptions)
     extra = _detector_kwargs(arch, qfl, detector_kwargs)
     if trainable_backbone_layers is None and pretrained is not None:
         trainable_backbone_layers = 3
-    size = dict(min_size=image_size, max_size=image_size)
-    pyramid = dict(fpn_channels=256 if fpn_channels is None else fpn_channels, frozen_bn=pretrained is not None,
-                   trainable_layers=trainable_backbone_layers)
-
-    if arch == "ssd":
-        # torchvision's SSDlite320 parts (backbone, anchors, head, settings), for a square of image_size
-        ref = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes,
-                                            trainable_backbone_layers=trainable_backbone_layers)
-        kwargs = dict(image_mean=ref.transform.image_mean, image_std=ref.transform.image_std, head=ref.head,
-                      score_thresh=ref.score_thresh, nms_thresh=ref.nms_thresh,
-                      detections_per_img=ref.detections_per_img, topk_candidates=ref.topk_candidates,
-                      positive_fraction=1 / (1 + ref.neg_to_pos_ratio), **extra)
-        args = (ref.backbone, ref.anchor_generator, (image_size, image_size), num_classes)
-        model = SSD(*args, **kwargs) if options is None else HarmonicSSD(*args, options=options, **kwargs)
-    elif arch == "fcos":
-        body = fpn_backbone(backbone, levels="p3p7", **pyramid)
-        head = _head(options, (StandardFCOSHead, HarmonicFCOSHead, QFLFCOSHead), body.out_channels, 1, num_classes)
-        anchors = AnchorGenerator(fcos_sizes, ((1.0,),) * 5)
-        model = (QFLFCOS if qfl else FCOS)(body, num_classes, anchor_generator=anchors, head=head,
-                                           center_sampling_radius=float(center_sampling_radius), **size, **extra)
-    elif arch == "retinanet":
-        body = fpn_backbone(backbone, levels="p3p7", **pyramid)
-        sizes = tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in _anchor_sizes(image_size, 32))
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
-        head = _head(options, (RetinaNetHead, HarmonicRetinaNetHead, QFLRetinaNetHead), body.out_channels, 9,
-                     num_classes)
-        model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **size, **extra)
-    else:
-        body = fpn_backbone(backbone, levels="p2p6", **pyramid)
-        anchors = AnchorGenerator(tuple((s,) for s in _anchor_sizes(image_size, 32)), ((0.5, 1.0, 2.0),) * 5)
-        cls = MaskRCNN if arch == "mask_rcnn" else FasterRCNN
-        model = cls(body, num_classes, rpn_anchor_generator=anchors, **size, **extra)
-        if options is not None:
-            model.roi_heads = HarmonicRoIHeads.from_roi_heads(model.roi_heads, options)
+    spec = _Spec(arch=arch, num_classes=num_classes, backbone=backbone, image_size=image_size, options=options,
+                 extra=extra, trainable_backbone_layers=trainable_backbone_layers,
+                 pyramid=dict(fpn_channels=256 if fpn_channels is None else fpn_channels,
+                              frozen_bn=pretrained is not None, trainable_layers=trainable_backbone_layers),
+                 fcos_anchor_sizes=fcos_sizes, center_sampling_radius=radius)
+    model = _BUILDERS[arch](spec)
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
