@@ -1,26 +1,52 @@
-"""Atomic writes: a temporary file in the target's folder, then a rename, so a crash never leaves half a file."""
+"""Atomic writes: a temporary file in the target's folder, then a rename, so a crash never leaves half a file.
+
+:func:`atomic_write` is the one implementation; the ``write_*_atomic`` helpers, checkpoints
+(:func:`harmonicdet.engine.checkpoint.atomic_torch_save`), figures and logs all write through it.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, BinaryIO, Dict, Iterator, List
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+@contextmanager
+def atomic_write(path: str | os.PathLike, *, fsync: bool = False, unique: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into: a temporary file in the same folder (its parents
+    created) that replaces ``path`` (``os.replace``) when the block ends without an error.
+
+    On any error, Ctrl-C included, the temporary file is removed and ``path`` keeps its old content.
+
+    Args:
+        fsync: flush the data to disk before the rename (checkpoints: the rename must not outrun the data).
+        unique: the temporary name carries the process id, for writers that may run at the same time
+            (e.g. several processes filling one cache); otherwise it is ``.NAME.tmp``, which the next
+            write replaces should a killed process leave one behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if unique else f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # Ctrl-C included: no half-written temporary file is left behind
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harmonicdet.io import atomic_write
 from harmonicdet.losses import harmonic_iou_loss, harmonic_loss
 
 DEFAULT_GAMMAS = (0.0, 0.25, 0.5, 0.8, 1.0)
@@ -100,9 +100,8 @@ def new_figure(width: float, height: float):
 
 
 def save_figure(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
     return path
 
 
@@ -212,7 +211,6 @@ def write_figures(out_dir: Path, gammas: Sequence[float] = DEFAULT_GAMMAS) -> Li
     data = figure_data(gammas)
     paths = plot_figures(data, out_dir)
     npz = out_dir / "figure_data.npz"
-    tmp = out_dir / ".figure_data.tmp.npz"
-    np.savez(tmp, **data)
-    os.replace(tmp, npz)
+    with atomic_write(npz) as f:
+        np.savez(f, **data)
     return paths + [npz]

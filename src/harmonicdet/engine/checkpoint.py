@@ -13,7 +13,6 @@ config that differs from the one the weights were trained with in :data:`MODEL_F
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -21,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from harmonicdet.io import read_jsonl
+from harmonicdet.io import atomic_write, read_jsonl
 
 LAST = "last.pt"
 FINAL = "model_final.pt"
@@ -62,22 +61,15 @@ def _interrupted(err: BaseException) -> bool:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` through :func:`~harmonicdet.io.atomic_write` (fsync before the rename).
 
     On any error, Ctrl-C included, the temporary file is removed and ``path`` keeps its old
     content; an interrupt is re-raised as ``KeyboardInterrupt``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path, fsync=True) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as err:
-        tmp.unlink(missing_ok=True)
         if not isinstance(err, KeyboardInterrupt) and _interrupted(err):
             raise KeyboardInterrupt from None
         raise

@@ -12,7 +12,6 @@ continues from, written atomically) and ``model_final.pt`` (the trained weights)
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,7 +31,7 @@ from harmonicdet.engine.config import Config, dump_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.engine.progress import Progress
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
-from harmonicdet.io import read_jsonl, write_json_atomic
+from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 from harmonicdet.models import loss_stats
 from harmonicdet.provenance import provenance
 
@@ -44,9 +43,7 @@ class MetricsLog:
         self.path = path
         if resume_iteration is not None and path.exists():
             kept = [json.dumps(record) for record in read_jsonl(path) if record.get("iteration", 0) <= resume_iteration]
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            write_text_atomic("".join(line + "\n" for line in kept), path)
         elif path.exists():
             path.unlink()
         self._file = open(path, "a", encoding="utf-8", buffering=1)

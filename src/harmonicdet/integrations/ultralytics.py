@@ -98,6 +98,7 @@ from ultralytics.utils.loss import E2ELoss, v8DetectionLoss  # noqa: E402
 from ultralytics.utils.metrics import bbox_iou  # noqa: E402
 from ultralytics.utils.tal import bbox2dist, make_anchors  # noqa: E402
 
+from harmonicdet.io import atomic_write  # noqa: E402
 from harmonicdet.losses.harmonic_iou_loss import harmonic_iou_from_iou  # noqa: E402
 from harmonicdet.losses.harmonic_loss import harmonic_terms  # noqa: E402
 from harmonicdet.losses.task_contrast_loss import task_contrast_loss  # noqa: E402
@@ -133,9 +134,9 @@ def ensure_fonts(config_dir: Optional[os.PathLike] = None) -> None:
     for name in FONTS:
         target = folder / name
         if not target.exists() and source.is_file():
-            partial = target.with_name(f".{name}.{os.getpid()}.part")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)  # atomic: a concurrent check_font never sees half a font
+            # atomic, and a temporary file per process: a concurrent check_font or import never sees half a font
+            with open(source, "rb") as font, atomic_write(target, unique=True) as copy:
+                shutil.copyfileobj(font, copy)
 
 
 ensure_fonts()
