@@ -13,7 +13,6 @@ formula, so the figures are evidence that the code is the paper:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harmonicdet.checks import is_finite_number
 from harmonicdet.io import atomic_write
 from harmonicdet.losses import harmonic_iou_loss, harmonic_loss
 
@@ -206,7 +206,7 @@ def plot_loss_curves(
 
 def write_figures(out_dir: Path, gammas: Sequence[float] = DEFAULT_GAMMAS) -> List[Path]:
     """Compute :func:`figure_data`, save it as ``figure_data.npz`` and plot Fig. 1, 2 and 4."""
-    if len(gammas) == 0 or any(not math.isfinite(g) for g in gammas):
+    if len(gammas) == 0 or any(not is_finite_number(g) for g in gammas):
         raise ValueError(f"gammas must be finite numbers, got {list(gammas)}")
     data = figure_data(gammas)
     paths = plot_figures(data, out_dir)

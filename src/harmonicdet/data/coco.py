@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from harmonicdet.checks import is_int, is_number
+
 from .base import DetectionDataset, ImageRecord, InvalidAnnotation
 
 
@@ -49,7 +51,7 @@ class CocoDetectionDataset(DetectionDataset):
         for i, category in enumerate(data["categories"]):
             where = f"{name}: categories[{i}]"
             cid, cname = self._fields(category, where, ("id", "name"))
-            if not _is_int(cid) or not isinstance(cname, str):
+            if not is_int(cid) or not isinstance(cname, str):
                 raise InvalidAnnotation(f"{where}: id must be an integer and name a string, got {cid!r}, {cname!r}")
             if cid in {c for c, _ in categories}:
                 raise InvalidAnnotation(f"{where}: duplicate category id {cid}")
@@ -62,7 +64,7 @@ class CocoDetectionDataset(DetectionDataset):
         for i, image in enumerate(data["images"]):
             where = f"{name}: images[{i}]"
             image_id, file_name, width, height = self._fields(image, where, ("id", "file_name", "width", "height"))
-            if not _is_int(image_id):
+            if not is_int(image_id):
                 raise InvalidAnnotation(f"{where}: id must be an integer, got {image_id!r}")
             if not isinstance(file_name, str) or not file_name:
                 raise InvalidAnnotation(f"{where} (id {image_id}): file_name must be a non-empty string, "
@@ -80,11 +82,11 @@ class CocoDetectionDataset(DetectionDataset):
             where = f"{name}: annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else None})"
             try:
                 image_id, category_id, bbox = self._fields(ann, where, ("image_id", "category_id", "bbox"))
-                if not _is_int(image_id) or image_id not in by_id:
+                if not is_int(image_id) or image_id not in by_id:
                     raise InvalidAnnotation(f"{where}: image_id {image_id!r} is not in images")
-                if not _is_int(category_id) or category_id not in label_of:
+                if not is_int(category_id) or category_id not in label_of:
                     raise InvalidAnnotation(f"{where}: category_id {category_id!r} is not in categories")
-                if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+                if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
                     raise InvalidAnnotation(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
                 if bbox[2] <= 0 or bbox[3] <= 0:
                     side = "width" if bbox[2] <= 0 else "height"
@@ -96,7 +98,7 @@ class CocoDetectionDataset(DetectionDataset):
             area = ann.get("area")  # COCO's area is the mask's; without a usable one, the box's
             self._add_object(by_id[image_id], where, [x, y, x + w, y + h], label_of[category_id],
                              ignore=bool(ann.get("iscrowd", 0)),
-                             area=area if _is_number(area) and area > 0 else None)
+                             area=area if is_number(area) and area > 0 else None)
         self.records = list(by_id.values())
 
     @staticmethod
@@ -107,11 +109,3 @@ class CocoDetectionDataset(DetectionDataset):
         if missing:
             raise InvalidAnnotation(f"{where}: missing field(s) {', '.join(missing)}")
         return tuple(entry[k] for k in keys)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from harmonicdet.checks import is_finite_number
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.data import collate, make_scenes
@@ -102,8 +103,7 @@ class DemoFolder:
 
 def check_demo_arguments(budget_minutes: float, num_train: int, num_val: int, seed: int = 0) -> None:
     """The demo's own arguments, checked before anything is written."""
-    if isinstance(budget_minutes, bool) or not isinstance(budget_minutes, (int, float)) \
-            or not math.isfinite(budget_minutes) or budget_minutes <= 0:
+    if not is_finite_number(budget_minutes) or budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be a finite number of minutes > 0, got {budget_minutes!r}")
     if budget_minutes * 60 < MIN_BUDGET_S:
         raise ValueError(f"--budget-minutes {budget_minutes} is less than the {MIN_BUDGET_S / 60:g} minutes the demo "

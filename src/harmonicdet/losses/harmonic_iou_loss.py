@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 from torch import Tensor
 
+from harmonicdet.checks import is_finite_number
+
 from .box_iou import aligned_box_iou
-from .reduction import check_reduction, weight_reduce_loss
+from .reduction import weight_reduce_loss
 
 
 def check_hiou_gamma(gamma: float) -> float:
     """Return ``gamma`` if the HIoU loss is monotonically non-increasing in IoU on [0, 1] (Eq. S-13)."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
+    if not is_finite_number(gamma):
         raise ValueError(f"gamma must be a finite number <= 1, got {gamma!r}")
     if gamma > 1:
         raise ValueError(
@@ -68,7 +69,6 @@ def harmonic_iou_loss(
     Returns:
         Tensor[N] for ``"none"``, else a scalar; float32 for half-precision inputs.
     """
-    check_reduction(reduction)
     gamma = check_hiou_gamma(gamma)
     iou = aligned_box_iou(pred_boxes, target_boxes, eps=eps)
     if weight is not None and weight.dim() == 2 and weight.shape[-1] == 4:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
-from .reduction import check_float_tensor, check_reduction, weight_reduce_loss
+from .reduction import check_float_tensor, weight_reduce_loss
 
 
 def _check_pair(cls_loss: Tensor, loc_loss: Tensor) -> None:
@@ -183,6 +183,5 @@ def harmonic_loss(
     Returns:
         Tensor[N] for ``"none"``, else a scalar.
     """
-    check_reduction(reduction)
     cls_term, loc_term = harmonic_terms(cls_loss, loc_loss, detach_factors=detach_factors, beta_c=beta_c)
     return weight_reduce_loss(cls_term + loc_term, weight, reduction, avg_factor)

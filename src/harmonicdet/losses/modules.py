@@ -36,7 +36,8 @@ class _MMDetLoss(nn.Module):
         self.loss_weight = float(loss_weight)
 
     def _reduction(self, reduction_override: Optional[str]) -> str:
-        return check_reduction(reduction_override) if reduction_override is not None else self.reduction
+        # an override is checked once, where the loss is reduced (weight_reduce_loss)
+        return reduction_override if reduction_override is not None else self.reduction
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, loss_weight={self.loss_weight}"

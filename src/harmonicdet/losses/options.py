@@ -16,9 +16,10 @@ functions that take a raw value (``localization_loss``'s ``box_loss``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
+
+from harmonicdet.checks import check_finite_number
 
 from .harmonic_iou_loss import check_hiou_gamma
 from .harmonic_loss import DetachFactors, detach_flags
@@ -39,10 +40,6 @@ BOX_LOSSES = ("smooth_l1", "l1", "giou", "none")
 BETA_C_MODES = ("loss", "prob")
 
 
-def _is_finite_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def check_box_loss(box_loss: str) -> str:
     """``box_loss`` if it is one of :data:`BOX_LOSSES`; ``ValueError`` otherwise."""
     if box_loss not in BOX_LOSSES:
@@ -59,18 +56,14 @@ def check_beta_c_mode(beta_c_mode: str) -> str:
 
 def check_margin(margin: float, name: str = "margin") -> float:
     """The task-contrasting margin as a float; ``ValueError`` (naming ``name``) unless it is a finite number >= 0."""
-    if not _is_finite_number(margin) or margin < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {margin!r}")
-    return float(margin)
+    return check_finite_number(margin, name, at_least=0)
 
 
 def check_positive_weight(positive_weight: Optional[float]) -> Optional[float]:
     """``positive_weight`` as a float (``None`` passes); ``ValueError`` unless it is a finite number > 0."""
     if positive_weight is None:
         return None
-    if not _is_finite_number(positive_weight) or positive_weight <= 0:
-        raise ValueError(f"positive_weight must be a finite number > 0 or None, got {positive_weight!r}")
-    return float(positive_weight)
+    return check_finite_number(positive_weight, "positive_weight", above=0, note=" or None")
 
 
 @dataclass(frozen=True)
@@ -104,9 +97,7 @@ class HarmonicOptions:
     positive_weight: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if not _is_finite_number(self.alpha) or self.alpha < 0:
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
-        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "alpha", check_finite_number(self.alpha, "alpha", at_least=0))
         object.__setattr__(self, "gamma", check_hiou_gamma(self.gamma))
         if self.tc_margin is not None:
             object.__setattr__(self, "tc_margin", check_margin(self.tc_margin, "tc_margin"))

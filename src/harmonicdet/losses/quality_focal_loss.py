@@ -9,21 +9,20 @@ here as a comparison preset (``loss="qfl"``).
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reduction import check_reduction, weight_reduce_loss
+from harmonicdet.checks import check_finite_number
+
+from .reduction import weight_reduce_loss
 
 
 def check_qfl_beta(beta: float) -> float:
     """Return ``beta`` as a float if it is a finite number ``>= 0``; raise ``ValueError`` otherwise."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(beta)
+    return check_finite_number(beta, "beta", at_least=0)
 
 
 def quality_focal_loss(
@@ -77,7 +76,6 @@ def quality_focal_loss(
         ValueError: shapes other than two equal (N, C), non-floating inputs, targets
             outside [0, 1] (or NaN), a bad ``weight`` shape, ``beta`` or ``reduction``.
     """
-    check_reduction(reduction)
     beta = check_qfl_beta(beta)
     if pred_logits.dim() != 2 or targets_score.shape != pred_logits.shape:
         raise ValueError(

@@ -9,11 +9,12 @@ torchvision's box losses do, so ``backward()`` works on batches with no positive
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
+
+from harmonicdet.checks import is_finite_number
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -68,8 +69,7 @@ def weight_reduce_loss(
         loss = loss * weight
     if reduction == "none":
         return loss
-    if avg_factor is not None and not isinstance(avg_factor, Tensor) and (
-            isinstance(avg_factor, bool) or not isinstance(avg_factor, (int, float)) or not math.isfinite(avg_factor)):
+    if avg_factor is not None and not isinstance(avg_factor, Tensor) and not is_finite_number(avg_factor):
         raise ValueError(f"avg_factor must be a finite number or a tensor, got {avg_factor!r}")
     dtype = loss.dtype
     if dtype in (torch.float16, torch.bfloat16):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .options import check_margin
-from .reduction import check_float_tensor, check_reduction, weight_reduce_loss
+from .reduction import check_float_tensor, weight_reduce_loss
 
 
 def _check_ranges(class_probs: Tensor, gt_prob: Tensor, iou: Tensor) -> None:
@@ -57,7 +57,6 @@ def task_contrast_loss(
     Returns:
         Tensor[N] for ``"none"``, else a scalar.
     """
-    check_reduction(reduction)
     margin = check_margin(margin)
     check_float_tensor(class_probs, "class_probs", "(N, K) of probabilities")
     check_float_tensor(gt_prob, "gt_prob", "(N,) of probabilities")
