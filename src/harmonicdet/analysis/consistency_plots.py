@@ -7,7 +7,7 @@ from typing import Any, List, Mapping, Sequence
 
 import numpy as np
 
-from .figures import new_figure, save_figure
+from .plotting import new_figure, save_figure
 
 
 def _histogram(ax, report: Mapping[str, Any], label: str) -> None:

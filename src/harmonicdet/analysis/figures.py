@@ -24,6 +24,8 @@ from harmonicdet.checks import is_finite_number
 from harmonicdet.io import atomic_write
 from harmonicdet.losses import harmonic_iou_loss, harmonic_loss
 
+from .plotting import new_figure, save_figure  # also importable from here, their first home
+
 DEFAULT_GAMMAS = (0.0, 0.25, 0.5, 0.8, 1.0)
 
 
@@ -91,18 +93,6 @@ def figure_data(gammas: Sequence[float] = DEFAULT_GAMMAS, resolution: int = 121)
         "fig2_harmonic_dp": probability_gradient_surface(p, loc).numpy(),
         "fig4_hiou": harmonic_iou_curves(iou, gammas).detach().numpy(),
     }
-
-
-def new_figure(width: float, height: float):
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
-
-
-def save_figure(fig, path: Path) -> Path:
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    return path
 
 
 def _heatmap(ax, z, x, y, title, xlabel, ylabel, cmap, zero_contour=False):

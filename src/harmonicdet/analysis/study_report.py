@@ -47,7 +47,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
-from harmonicdet.analysis.figures import new_figure, plot_loss_curves, save_figure
+from harmonicdet.analysis.figures import plot_loss_curves
+from harmonicdet.analysis.plotting import new_figure, save_figure
 from harmonicdet.analysis.paired_bootstrap import match_per_image, paired_bootstrap
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 
