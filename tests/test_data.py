@@ -260,21 +260,6 @@ def test_flip_of_a_dataset_sample_matches_the_flipped_image(tmp_path):
         assert inside.float().mean() > 0.95 and bright.sum() - inside.sum() < 0.05 * inside.numel()
 
 
-def test_train_resize_scales_boxes_and_eval_does_not_resize():
-    image = tv_tensors.Image(torch.zeros(3, 100, 200, dtype=torch.uint8))
-    boxes = tv_tensors.BoundingBoxes(torch.tensor([[20.0, 10.0, 60.0, 50.0]]), format="XYXY", canvas_size=(100, 200))
-    torch.manual_seed(0)
-    for _ in range(5):
-        out, target = build_transforms(True, hflip=False, image_size=64)(image, {"boxes": boxes,
-                                                                                "labels": torch.tensor([1])})
-        scale = out.shape[-2] / 100
-        assert out.shape[-2] in (51, 59, 67, 75) and out.shape[-1] == pytest.approx(200 * scale, abs=1)
-        assert target["boxes"].canvas_size == tuple(out.shape[-2:])
-        assert target["boxes"][0].tolist() == pytest.approx([20 * scale, 10 * scale, 60 * scale, 50 * scale], abs=0.6)
-    out, target = build_transforms(False, image_size=64)(image, {"boxes": boxes, "labels": torch.tensor([1])})
-    assert out.shape == (3, 100, 200) and target["boxes"].tolist() == [[20.0, 10.0, 60.0, 50.0]]
-
-
 def test_collate_keeps_lists():
     batch = [(torch.zeros(3, 4, 5), {"labels": torch.tensor([1])}), (torch.ones(3, 6, 2), {"labels": torch.tensor([])})]
     images, targets = collate(batch)

@@ -30,12 +30,10 @@ class CocoDetectionDataset(DetectionDataset):
         ann_file: the instances JSON.
         transforms: ``transforms.v2``-style callable ``(image, target) -> (image, target)``.
         skip_invalid: skip bad annotations instead of raising.
-        train: accepted for a uniform constructor (``harmonicdet.engine`` passes it); training and
-            evaluation read the same objects, and crowd objects are never training targets.
     """
 
     def __init__(self, img_dir: str | os.PathLike, ann_file: str | os.PathLike, *,
-                 transforms: Optional[Callable] = None, skip_invalid: bool = False, train: bool = True) -> None:
+                 transforms: Optional[Callable] = None, skip_invalid: bool = False) -> None:
         self.img_dir, self.ann_file = Path(img_dir), Path(ann_file)
         name = self.ann_file.name
         try:

@@ -34,11 +34,10 @@ class VocDetectionDataset(DetectionDataset):
         split: the ``ImageSets/Main/<split>.txt`` list (``train``, ``val``, ``trainval``, ``test``).
         classes: class names (default: the 20 VOC classes).
         transforms, skip_invalid: as :class:`CocoDetectionDataset`.
-        train: kept for symmetry; difficult objects are ignored in both training and evaluation.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *, classes: Sequence[str] = VOC_CLASSES,
-                 transforms: Optional[Callable] = None, skip_invalid: bool = False, train: bool = True) -> None:
+                 transforms: Optional[Callable] = None, skip_invalid: bool = False) -> None:
         super().__init__(classes, range(1, len(classes) + 1), transforms=transforms, skip_invalid=skip_invalid)
         self.root = Path(root)
         list_file = self.root / "ImageSets" / "Main" / f"{split}.txt"

@@ -56,8 +56,7 @@ def _dataset(config: Config, split: str, train: bool):
         raise ValueError(f"data.{split}: no dataset given (e.g. {{img_dir: ..., ann_file: ...}} or data.scenes)")
     transforms = build_transforms(train, hflip=bool(data["hflip"]))
     try:
-        return _DATASETS[data["format"]](**arguments, transforms=transforms,
-                                         skip_invalid=bool(data["skip_invalid"]), train=train)
+        return _DATASETS[data["format"]](**arguments, transforms=transforms, skip_invalid=bool(data["skip_invalid"]))
     except TypeError as err:
         raise ValueError(f"data.{split}: {err}") from None
 
