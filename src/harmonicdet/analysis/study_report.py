@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -198,18 +198,26 @@ def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
             "runs": records, "groups": groups, "commits": commits}
 
 
-def _fmt(mean: Optional[float], std: Optional[float] = None, signed: bool = False) -> str:
+def format_value(mean: Optional[float], std: Optional[float] = None, signed: bool = False) -> str:
+    """``0.123``, ``+0.012`` (``signed``) or ``0.123 ± 0.004`` (with ``std``); ``n/a`` for ``None``."""
     if mean is None:
         return "n/a"
     text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
     return text + (f" ± {std:.3f}" if std is not None else "")
 
 
+def markdown_grid(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table: the ``header`` cells, then one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(summary: Mapping[str, Any]) -> str:
     """Mean ± std over seeds, the paired difference to the baseline and its bootstrap 95% interval."""
-    lines = ["| arch | variant | seeds | AP | AP50 | AP75 | Spearman | ΔAP (seeds) | ΔAP 95% CI (bootstrap) "
-             "| ΔAP75 (seeds) | ΔSpearman (seeds) | 1+β_c, 1+β_r (late) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ("arch", "variant", "seeds", "AP", "AP50", "AP75", "Spearman", "ΔAP (seeds)", "ΔAP 95% CI (bootstrap)",
+              "ΔAP75 (seeds)", "ΔSpearman (seeds)", "1+β_c, 1+β_r (late)")
+    rows = []
     for g in summary["groups"]:
         delta, boot = g["delta"] or {}, g["bootstrap"] or {}
         late = [r["late_stats"] for r in summary["runs"] if r["arch"] == g["arch"] and r["variant"] == g["variant"]]
@@ -219,19 +227,20 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
                        f"{1 + statistics.fmean(s['beta_r'] for s in late):.2f}")
         ci = f"[{boot['AP']['low']:+.3f}, {boot['AP']['high']:+.3f}]" if boot else "—"
         cells = [g["arch"], g["variant"], str(len(g["seeds"]))]
-        cells += [_fmt(g["mean"][m], g["std"][m]) for m in _TABLE_METRICS]
-        cells += [_fmt(delta["AP"]["mean"], delta["AP"]["std"], True) if delta else "—", ci]
-        cells += [_fmt(delta[m]["mean"], delta[m]["std"], True) if delta else "—" for m in ("AP75", "spearman")]
+        cells += [format_value(g["mean"][m], g["std"][m]) for m in _TABLE_METRICS]
+        cells += [format_value(delta["AP"]["mean"], delta["AP"]["std"], True) if delta else "—", ci]
+        cells += [format_value(delta[m]["mean"], delta[m]["std"], True) if delta else "—" for m in ("AP75", "spearman")]
         cells.append(factors)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_grid(header, rows)
 
 
 def convergence_table(summary: Mapping[str, Any]) -> str:
     """Per (arch, variant): the periodic evaluation's final mean AP, its move over the last 20% of the schedule,
     whether that is under half a point, the iterations to the baseline's final AP, and the late reversal fraction."""
-    lines = ["| arch | variant | final AP (eval subset) | moved since | converged | iterations to baseline's final AP "
-             "| reversed_frac (late) |", "|---|---|---|---|---|---|---|"]
+    header = ("arch", "variant", "final AP (eval subset)", "moved since", "converged",
+              "iterations to baseline's final AP", "reversed_frac (late)")
+    rows = []
     for g in summary["groups"]:
         curve = g["convergence"]
         late = [r["late_stats"].get("reversed_frac") for r in summary["runs"]
@@ -239,14 +248,14 @@ def convergence_table(summary: Mapping[str, Any]) -> str:
         late = [v for v in late if v is not None]
         reversed_frac = f"{statistics.fmean(late):.3f}" if late else "—"
         if curve is None:
-            lines.append(f"| {g['arch']} | {g['variant']} | — | — | — | — | {reversed_frac} |")
+            rows.append((g["arch"], g["variant"], "—", "—", "—", "—", reversed_frac))
             continue
         reached = curve.get("iterations_to_target")
         target = f"{reached} (of {curve['iterations'][-1]})" if reached is not None else "not reached"
-        lines.append(f"| {g['arch']} | {g['variant']} | {_fmt(curve['AP_mean'][-1], curve['AP_std'][-1])} "
-                     f"| {curve['moved']:+.3f} since {curve['window_start']} | {'yes' if curve['converged'] else 'no'} "
-                     f"| {target if 'target' in curve else '—'} | {reversed_frac} |")
-    return "\n".join(lines)
+        rows.append((g["arch"], g["variant"], format_value(curve["AP_mean"][-1], curve["AP_std"][-1]),
+                     f"{curve['moved']:+.3f} since {curve['window_start']}", "yes" if curve["converged"] else "no",
+                     target if "target" in curve else "—", reversed_frac))
+    return markdown_grid(header, rows)
 
 
 def plot_ap_history(summary: Mapping[str, Any], out_dir: Path) -> List[Path]:

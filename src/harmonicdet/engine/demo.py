@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from harmonicdet.checks import is_finite_number
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
+from harmonicdet.analysis.study_report import format_value, markdown_grid
+from harmonicdet.checks import is_finite_number
 from harmonicdet.data import collate, make_scenes
 from harmonicdet.engine.builders import build_datasets, build_model, scenes_paths
 from harmonicdet.engine.config import Config, load_config, shipped_config
@@ -150,15 +151,10 @@ def _time_steps(config: Config, folder: DemoFolder) -> Dict[str, float]:
 
 
 def _table(rows: List[Dict[str, Any]]) -> str:
-    def fmt(value, spec):
-        return "n/a" if value is None else format(value, spec)
-
-    lines = ["| preset | AP | AP50 | AP75 | Spearman(score, IoU) | train time (s) | iterations |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['preset']} | {fmt(r['AP'], '.3f')} | {fmt(r['AP50'], '.3f')} | {fmt(r['AP75'], '.3f')} "
-                     f"| {fmt(r['spearman'], '.3f')} | {r['train_s']:.0f} | {r['iterations']} |")
-    return "\n".join(lines)
+    """The demo's table: one line per preset (the study report's cell format and Markdown)."""
+    return markdown_grid(("preset", "AP", "AP50", "AP75", "Spearman(score, IoU)", "train time (s)", "iterations"),
+                         [(r["preset"], *(format_value(r[k]) for k in ("AP", "AP50", "AP75", "spearman")),
+                           f"{r['train_s']:.0f}", r["iterations"]) for r in rows])
 
 
 def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[str] = None, seed: int = 0,
