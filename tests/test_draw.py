@@ -269,7 +269,7 @@ def test_predict_without_ground_truth_numbers_images_and_keeps_odd_sizes(tiny_ru
 
 def test_predict_errors_exit_2(scenes, tmp_path, capsys):
     # bad input is refused before the model is built: no trained run needed
-    from harmonicdet.engine.demo import shipped_config
+    from harmonicdet.engine.config import shipped_config
 
     base = ["predict", str(shipped_config("scenes_fcos_r18.yaml")), "--checkpoint", str(tmp_path / "none.pt"),
             "--out", str(tmp_path / "out"), "--quiet"]

@@ -109,7 +109,8 @@ class DetectionDataset(Dataset):
         try:
             with Image.open(record.path) as image:
                 return image.convert("RGB")
-        except (OSError, ValueError) as err:
+        # ImportError: Ultralytics, once imported, patches Image.open to load pi-heif on an unidentified file
+        except (OSError, ValueError, ImportError) as err:
             raise ValueError(f"image {record.path} (image_id {record.image_id}) could not be read: {err}") from None
 
     def __getitem__(self, index: int) -> Tuple[Any, Dict[str, Any]]:
