@@ -32,3 +32,46 @@ def _tiny_config(scenes, out, **overrides) -> dict:
 def tiny_config():
     """``tiny_config(scenes, out, **overrides)``: a few-iteration CPU training config on the test scenes."""
     return _tiny_config
+
+
+class FakeDemoRuns:
+    """Stands in for the demo's training, evaluation and plots: ``trained`` lists the configs it was given;
+    ``results(config)``, when set, gives the COCO results its evaluation writes to ``results.json``."""
+
+    def __init__(self):
+        self.trained = []
+        self.results = None
+
+    def train(self, config, **kwargs):  # the timing probe reads step_time
+        import json
+        from pathlib import Path
+
+        self.trained.append(config)
+        out = Path(config["output_dir"])
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "step_time": 0.01, "loss": 1.0})
+                                                   + "\n" for i in range(1, 4)))
+        return out
+
+    def evaluate_run(self, config, checkpoint, **kwargs):
+        import json
+        from pathlib import Path
+
+        if self.results is not None:
+            (Path(checkpoint).parent / "results.json").write_text(json.dumps(self.results(config)))
+        report = {"metrics": {"AP": 0.1, "AP50": 0.2, "AP75": 0.05}, "consistency": {"overall": {"spearman": 0.5}}}
+        (Path(checkpoint).parent / "eval.json").write_text(json.dumps(report))
+        return report
+
+
+@pytest.fixture
+def fake_demo_runs(monkeypatch):
+    """The demo with :class:`FakeDemoRuns` in place of training, evaluation and the plots."""
+    from harmonicdet.engine import demo
+
+    fake = FakeDemoRuns()
+    monkeypatch.setattr(demo, "train", fake.train)
+    monkeypatch.setattr(demo, "evaluate_run", fake.evaluate_run)
+    monkeypatch.setattr(demo, "plot_loss_curves", lambda runs, path: path)
+    monkeypatch.setattr(demo, "plot_consistency_comparison", lambda reports, labels, out: [])
+    return fake

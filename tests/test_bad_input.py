@@ -330,36 +330,17 @@ def test_demo_config_applies_its_settings_after_the_shipped_config(tmp_path):
     assert Path(config["output_dir"]).parent == tmp_path / "out"
 
 
-def test_demo_writes_only_under_out_with_the_given_seed_and_sizes(tmp_path, capsys, monkeypatch):
+def test_demo_writes_only_under_out_with_the_given_seed_and_sizes(tmp_path, capsys, monkeypatch, fake_demo_runs):
     import harmonicdet.engine.demo as demo
 
     monkeypatch.chdir(tmp_path)
-    trained = []
-
-    def fake_train(config, **kwargs):  # records what the demo trains; the timing probe reads step_time
-        trained.append(config)
-        out = Path(config["output_dir"])
-        out.mkdir(parents=True)
-        (out / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "step_time": 0.01, "loss": 1.0})
-                                                   + "\n" for i in range(1, 4)))
-        return out
-
-    def fake_eval(config, checkpoint, **kwargs):
-        report = {"metrics": {"AP": 0.1, "AP50": 0.2, "AP75": 0.05}, "consistency": {"overall": {"spearman": 0.5}}}
-        (Path(checkpoint).parent / "eval.json").write_text(json.dumps(report))
-        return report
-
-    monkeypatch.setattr(demo, "train", fake_train)
-    monkeypatch.setattr(demo, "evaluate_run", fake_eval)
-    monkeypatch.setattr(demo, "plot_loss_curves", lambda runs, path: path)
-    monkeypatch.setattr(demo, "plot_consistency_comparison", lambda reports, labels, out: [])
     overrides = ["train.batch_size=4", "model.options={fpn_channels: 64}"]
     for _ in range(2):  # a second run reuses the folder the first one made
         demo.run_demo(Path("out"), budget_minutes=1.0, seed=3, num_train=16, num_val=8, overrides=overrides)
         assert [p.name for p in tmp_path.iterdir()] == ["out"]
     out = tmp_path / "out"
-    assert {Path(c["output_dir"]).name for c in trained} == {"_probe", "standard", "harmonicdet"}
-    for config in trained:
+    assert {Path(c["output_dir"]).name for c in fake_demo_runs.trained} == {"_probe", "standard", "harmonicdet"}
+    for config in fake_demo_runs.trained:
         assert config["seed"] == 3 and Path(config["output_dir"]).resolve().parent == out.resolve()
         assert config["data"]["scenes"]["out"] == str(Path("out") / "scenes")
         assert (config["data"]["scenes"]["train"], config["data"]["scenes"]["val"]) == (16, 8)

@@ -288,33 +288,19 @@ def test_predict_errors_exit_2(scenes, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ demo
 
 
-def test_demo_writes_a_side_by_side_panel_of_validation_scenes(tmp_path, monkeypatch):
+def test_demo_writes_a_side_by_side_panel_of_validation_scenes(tmp_path, monkeypatch, fake_demo_runs):
     import harmonicdet.engine.demo as demo
 
     monkeypatch.chdir(tmp_path)
 
-    def fake_train(config, **kwargs):
-        out = Path(config["output_dir"])
-        out.mkdir(parents=True)
-        (out / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "step_time": 0.01, "loss": 1.0})
-                                                   + "\n" for i in range(1, 4)))
-        return out
-
-    def fake_eval(config, checkpoint, **kwargs):
+    def results(config):
         # "standard" finds every object exactly, "harmonicdet" every object 8 px to the right
         gt = json.loads(Path(config["data"]["scenes"]["out"], "annotations", "instances_val.json").read_text())
         shift = 8 if config["model"]["loss"] == "harmonicdet" else 0
-        results = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
-                    "bbox": [a["bbox"][0] + shift, *a["bbox"][1:]]} for a in gt["annotations"]]
-        (Path(checkpoint).parent / "results.json").write_text(json.dumps(results))
-        report = {"metrics": {"AP": 0.1, "AP50": 0.2, "AP75": 0.05}, "consistency": {"overall": {"spearman": 0.5}}}
-        (Path(checkpoint).parent / "eval.json").write_text(json.dumps(report))
-        return report
+        return [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
+                 "bbox": [a["bbox"][0] + shift, *a["bbox"][1:]]} for a in gt["annotations"]]
 
-    monkeypatch.setattr(demo, "train", fake_train)
-    monkeypatch.setattr(demo, "evaluate_run", fake_eval)
-    monkeypatch.setattr(demo, "plot_loss_curves", lambda runs, path: path)
-    monkeypatch.setattr(demo, "plot_consistency_comparison", lambda reports, labels, out: [])
+    fake_demo_runs.results = results
     summary = demo.run_demo(Path("out"), budget_minutes=1.0, num_train=16, num_val=8,
                             overrides=["train.batch_size=2", "model.options={fpn_channels: 64}"])
     panel = tmp_path / "out" / "panel.png"
