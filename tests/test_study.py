@@ -119,6 +119,22 @@ def test_the_shipped_study_expands_to_valid_runs():
     assert fcos.config["data"]["scenes"]["val"] == 1000
 
 
+def test_the_converged_studies_expand_to_valid_runs():
+    study = load_study(ROOT / "configs" / "studies" / "scenes_converged.yaml")
+    runs = {run.name: run for run in study.runs}
+    assert len(runs) == 27 and sum(n.startswith("faster_rcnn-harmonicdet_beta_r-s") for n in runs) == 3
+    assert runs["fcos-harmonicdet_beta_r-s2"].config["model"]["loss_options"] == {"detach_factors": "beta_r"}
+    assert runs["fcos-standard_posweight-s0"].config["model"]["loss_options"] == {"positive_weight": 1.6}
+    assert all(r.config["train"]["max_iters"] == 2000 and r.config["eval"]["every"] == 250 for r in runs.values())
+    cpu = {run.name: run for run in load_study(ROOT / "configs" / "studies" / "scenes_converged_cpu.yaml").runs}
+    assert len(cpu) == 6 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
+    # the CPU half differs from the GPU study only in the device, the loader workers and where it is written
+    for name, run in cpu.items():
+        differing = {(section, key) for section in ("model", "data", "train", "eval")
+                     for key in run.config[section] if run.config[section][key] != runs[name].config[section][key]}
+        assert differing == {("train", "device"), ("data", "num_workers")}, name
+
+
 def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes):
     path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}])
     run = load_study(path).runs[0]
