@@ -21,12 +21,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from harmonicdet.engine import distributed as dist_utils
+from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.data import collate
+from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
 from harmonicdet.engine.checkpoint import (LAST, check_resume_config, load_checkpoint, save_checkpoint, save_model,
                                            set_rng_state)
-from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine.config import Config, dump_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.engine.progress import Progress
@@ -90,8 +90,8 @@ class PeriodicEvaluation:
     the training run is the same with or without it.
     """
 
-    def __init__(self, config: Config, out: Optional[Path], resume_iteration: Optional[int], device: torch.device,
-                 model: torch.nn.Module) -> None:
+    def __init__(self, config: Config, val_set, out: Optional[Path], resume_iteration: Optional[int],
+                 device: torch.device, model: torch.nn.Module) -> None:
         self.every = config["eval"]["every"]
         self.max_iters = config["train"]["max_iters"]
         self.model, self.device = model, device
@@ -100,7 +100,6 @@ class PeriodicEvaluation:
         self.log = None
         if self.every is None:
             return
-        _, val_set = build_datasets(config, need_val=True)
         subset = config["eval"]["subset"]
         self.val_set = val_set.first(subset) if subset else val_set
         self.ground_truth = coco_ground_truth(self.val_set)
@@ -250,7 +249,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     checkpoint = _open_run(out, config, resume, is_main)
 
     torch.manual_seed(config["seed"])
-    train_set, _ = build_datasets(config, need_val=False)
+    train_set, val_set = build_datasets(config, need_val=config["eval"]["every"] is not None)
     model = build_model(config).to(device)
     opt = _Optimisation(model, cfg_train, device)
     start_iter, epoch, skip = _restore(checkpoint, model, opt) if checkpoint is not None else (0, 0, 0)
@@ -267,7 +266,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     every = cfg_train["checkpoint_every"] or batches_per_epoch
     resumed_at = start_iter if checkpoint else None
     log = MetricsLog(out / "metrics.jsonl", resumed_at) if is_main else None
-    periodic = PeriodicEvaluation(config, out if is_main else None, resumed_at, device, model)
+    periodic = PeriodicEvaluation(config, val_set, out if is_main else None, resumed_at, device, model)
     progress = Progress(max_iters, "train", every=cfg_train["log_every"], start=start_iter,
                         enabled=show_progress and is_main)
     train_model.train()
