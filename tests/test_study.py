@@ -124,10 +124,10 @@ def test_the_converged_studies_expand_to_valid_runs():
     runs = {run.name: run for run in study.runs}
     assert len(runs) == 27 and sum(n.startswith("faster_rcnn-harmonicdet_beta_r-s") for n in runs) == 3
     assert runs["fcos-harmonicdet_beta_r-s2"].config["model"]["loss_options"] == {"detach_factors": "beta_r"}
-    assert runs["fcos-standard_posweight-s0"].config["model"]["loss_options"] == {"positive_weight": 1.6}
+    assert runs["fcos-standard_posweight-s0"].config["model"]["loss_options"] == {"positive_weight": 1.9}
     assert all(r.config["train"]["max_iters"] == 2000 and r.config["eval"]["every"] == 250 for r in runs.values())
     cpu = {run.name: run for run in load_study(ROOT / "configs" / "studies" / "scenes_converged_cpu.yaml").runs}
-    assert len(cpu) == 6 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
+    assert len(cpu) == 14 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
     # the CPU half differs from the GPU study only in the device, the loader workers and where it is written
     for name, run in cpu.items():
         differing = {(section, key) for section in ("model", "data", "train", "eval")
