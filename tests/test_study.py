@@ -1,7 +1,9 @@
 """``harmonicdet study``: expansion, end-to-end tiny study, skipping finished runs, resuming an interrupted one."""
 
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +108,21 @@ def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, m
     assert capsys.readouterr().err.count("finished, skipped") == 2
     assert again["runs"] == summary["runs"]
 
+    # a later sitting on another machine has the records (in git) but not the run folders
+    record = tmp_path / "report" / "runs" / "fcos-harmonicdet-s0"
+    assert sorted(p.name for p in record.iterdir()) == sorted(
+        ["config.yaml", "provenance.json", "study_timing.json", "eval_history.jsonl", "metrics.jsonl.gz",
+         "results.json.gz", "eval.json"])
+    assert runs["fcos-harmonicdet-s0"]["dir"] == str(record)
+    with gzip.open(record / "results.json.gz", "rt") as f:
+        assert json.load(f) == json.loads((tmp_path / "out" / "runs" / "fcos-harmonicdet-s0" / "results.json").read_text())
+    shutil.rmtree(tmp_path / "out")
+    assert [run_state(run) for run in load_study(path).runs] == ["done", "done"]
+    capsys.readouterr()
+    later = run_study(path, show_progress=False)
+    assert capsys.readouterr().err.count("finished, skipped") == 2
+    assert later["groups"] == summary["groups"] and later["runs"] == summary["runs"]
+
 
 def test_the_shipped_study_expands_to_valid_runs():
     study = load_study(ROOT / "configs" / "studies" / "scenes.yaml")
@@ -135,11 +152,12 @@ def test_the_converged_studies_expand_to_valid_runs():
         assert differing == {("train", "device"), ("data", "num_workers")}, name
 
 
-def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes):
+@pytest.mark.parametrize("folder", ["directory", "record"])
+def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes, folder):
     path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}])
     run = load_study(path).runs[0]
-    run.directory.mkdir(parents=True)
-    (run.directory / "config.yaml").write_text("seed: 5\n")
+    getattr(run, folder).mkdir(parents=True)
+    (getattr(run, folder) / "config.yaml").write_text("seed: 5\n")
     with pytest.raises(ValueError, match="run fcos-standard-s0: .*other settings"):
         run_state(run)
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -69,10 +70,20 @@ def write_image_atomic(image: Any, path: str | os.PathLike, *, format: str = "PN
     return write_bytes_atomic(buffer.getvalue(), path)
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of ``path``, or of its gzipped copy ``path.gz`` where only that exists (a study's run
+    records keep their large logs compressed)."""
+    path = Path(path)
+    compressed = path.with_name(path.name + ".gz")
+    if not path.exists() and compressed.is_file():
+        return gzip.decompress(compressed.read_bytes()).decode("utf-8")
+    return path.read_text(encoding="utf-8")
+
+
 def read_jsonl(path: str | os.PathLike) -> List[Dict[str, Any]]:
-    """The JSON objects of a JSON-lines log; a torn last line (a write cut short) is dropped, a corrupt
-    line before it is a ``ValueError`` naming the file and the line."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    """The JSON objects of a JSON-lines log (or of its ``.gz`` copy, see :func:`read_text`); a torn last line
+    (a write cut short) is dropped, a corrupt line before it is a ``ValueError`` naming the file and the line."""
+    lines = read_text(path).splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonicdet.checks import is_finite_number
-from harmonicdet.io import atomic_write
+from harmonicdet.io import atomic_write, read_text
 from harmonicdet.losses import harmonic_iou_loss, harmonic_loss
 
 from .plotting import new_figure, save_figure  # also importable from here, their first home
@@ -148,24 +148,23 @@ def plot_figures(data: Mapping[str, np.ndarray], out_dir: Path) -> List[Path]:
 
 
 def read_loss_curve(metrics_path: Path, key: str = "loss") -> Tuple[np.ndarray, np.ndarray]:
-    """``(iterations, values)`` of ``key`` from a training run's ``metrics.jsonl``.
+    """``(iterations, values)`` of ``key`` from a training run's ``metrics.jsonl`` (or its ``.gz`` copy).
 
     Each line is a JSON object; lines without ``key`` (e.g. evaluation records) are skipped.
     """
     iterations, values = [], []
-    with open(metrics_path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{metrics_path}:{line_no}: not a JSON object ({err.msg})") from None
-            if key in record:
-                if "iteration" not in record:
-                    raise ValueError(f"{metrics_path}:{line_no}: record with {key!r} has no 'iteration' field")
-                iterations.append(int(record["iteration"]))
-                values.append(float(record[key]))
+    for line_no, line in enumerate(read_text(metrics_path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{metrics_path}:{line_no}: not a JSON object ({err.msg})") from None
+        if key in record:
+            if "iteration" not in record:
+                raise ValueError(f"{metrics_path}:{line_no}: record with {key!r} has no 'iteration' field")
+            iterations.append(int(record["iteration"]))
+            values.append(float(record[key]))
     if not values:
         raise ValueError(f"{metrics_path}: no record has the field {key!r}")
     return np.asarray(iterations), np.asarray(values)

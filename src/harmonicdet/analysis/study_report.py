@@ -50,7 +50,7 @@ from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.analysis.plotting import new_figure, save_figure
 from harmonicdet.analysis.paired_bootstrap import match_per_image, paired_bootstrap
-from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
+from harmonicdet.io import read_jsonl, read_text, write_json_atomic, write_text_atomic
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman")
 _TABLE_METRICS = ("AP", "AP50", "AP75", "spearman")
@@ -158,7 +158,7 @@ def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
 
     def matches(record):
         if record["name"] not in matches_cache:
-            results = json.loads((Path(record["dir"]) / "results.json").read_text(encoding="utf-8"))
+            results = json.loads(read_text(Path(record["dir"]) / "results.json"))
             matches_cache[record["name"]] = match_per_image(ground_truth, results)
         return matches_cache[record["name"]]
 

@@ -22,14 +22,22 @@ each group expands to one run per (arch, seed)::
 ``output_dir/runs/<arch>-<variant>-s<seed>`` and its seed is the config's ``seed``
 (weights and data order); the data are the same for every run.
 
-Resuming: a run whose ``eval.json`` exists is skipped; one with ``model_final.pt`` is
-only evaluated; one with ``last.pt`` continues from it (``--resume``); the rest
-start from scratch. A run folder whose ``config.yaml`` differs from what the study
-now asks for is an error that names the run, so results never mix settings.
+Run records: a finished run's evidence (no weights) is copied to
+``report_dir/runs/<name>/``: ``config.yaml``, ``provenance.json``, ``study_timing.json``,
+``eval_history.jsonl``, ``eval.json`` and, gzipped, ``metrics.jsonl`` and ``results.json``
+(about 0.5 MB a run). The report reads only these records, so a study kept in git
+continues on another machine, or in a later sitting, without the run folders.
+
+Resuming: a run with a record is skipped; one whose folder has ``eval.json`` is only
+recorded; one with ``model_final.pt`` is evaluated; one with ``last.pt`` continues from
+it (``--resume``); the rest start from scratch. A run folder or record whose
+``config.yaml`` differs from what the study now asks for is an error that names the
+run, so results never mix settings.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import time
@@ -44,22 +52,28 @@ from harmonicdet.engine.checkpoint import LAST
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
-from harmonicdet.io import write_json_atomic
+from harmonicdet.io import write_bytes_atomic, write_json_atomic
 
 _STUDY_FIELDS = {"name", "output_dir", "report_dir", "baseline", "bootstrap", "set", "archs", "runs"}
 _ARCH_FIELDS = {"config", "set"}
 _RUN_FIELDS = {"variant", "loss", "arch", "seeds", "set"}
+# eval.json last: a record is complete once it exists
+RECORD_FILES = ("config.yaml", "provenance.json", "study_timing.json", "eval_history.jsonl", "metrics.jsonl",
+                "results.json", "eval.json")
+COMPRESSED_RECORD_FILES = ("metrics.jsonl", "results.json")
 
 
 @dataclass
 class StudyRun:
-    """One training run of a study: ``name`` is ``<arch>-<variant>-s<seed>``."""
+    """One training run of a study: ``name`` is ``<arch>-<variant>-s<seed>``; ``directory`` holds its training
+    (checkpoints included), ``record`` the evidence the report reads (see the module's docstring)."""
 
     arch: str
     variant: str
     seed: int
     config: Config
     directory: Path
+    record: Path
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +125,7 @@ def load_study(path: str | Path) -> Study:
         if required not in spec:
             raise ValueError(f"{path}: missing field {required!r}")
     output_dir = Path(spec["output_dir"])
+    report_dir = Path(spec.get("report_dir", output_dir))
     common = _as_list(spec.get("set", []), f"{path}: set", str)
     archs = _check_fields(spec["archs"], set(spec["archs"]), f"{path}: archs")
     runs: List[StudyRun] = []
@@ -136,7 +151,8 @@ def load_study(path: str | Path) -> Study:
                     config = load_config(_config_path(arch_spec["config"], path.parent), overrides)
                 except ValueError as err:
                     raise ValueError(f"{where} ({arch}, seed {seed}): {err}") from None
-                runs.append(StudyRun(arch, variant, seed, config, directory))
+                runs.append(StudyRun(arch, variant, seed, config, directory,
+                                     report_dir / "runs" / f"{arch}-{variant}-s{seed}"))
     names = [run.name for run in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -144,23 +160,40 @@ def load_study(path: str | Path) -> Study:
     bootstrap = {"samples": 500, "seed": 0, **_check_fields(spec.get("bootstrap", {}), {"samples", "seed"},
                                                               f"{path}: bootstrap")}
     return Study(name=str(spec.get("name", path.stem)), path=path, output_dir=output_dir,
-                 report_dir=Path(spec.get("report_dir", output_dir)), baseline=str(spec.get("baseline", "standard")),
+                 report_dir=report_dir, baseline=str(spec.get("baseline", "standard")),
                  bootstrap=bootstrap, runs=runs)
 
 
 def run_state(run: StudyRun) -> str:
-    """``done`` (evaluated), ``trained`` (needs evaluation), ``interrupted`` (resumable) or ``new``."""
-    saved = run.directory / "config.yaml"
-    if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(run.config):
-        raise ValueError(f"run {run.name}: {saved} was written with other settings than the study now asks for; "
-                         f"remove {run.directory} to rerun it, or restore the study file")
-    if (run.directory / "eval.json").is_file():
+    """``done`` (recorded), ``evaluated`` (needs recording), ``trained`` (needs evaluation), ``interrupted``
+    (resumable) or ``new``."""
+    for folder in (run.record, run.directory):
+        saved = folder / "config.yaml"
+        if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(run.config):
+            raise ValueError(f"run {run.name}: {saved} was written with other settings than the study now asks "
+                             f"for; remove {folder} to rerun it, or restore the study file")
+    if (run.record / "eval.json").is_file():
         return "done"
+    if (run.directory / "eval.json").is_file():
+        return "evaluated"
     if (run.directory / "model_final.pt").is_file():
         return "trained"
     if (run.directory / LAST).is_file():
         return "interrupted"
     return "new"
+
+
+def record_run(run: StudyRun) -> None:
+    """Copy an evaluated run's evidence from its folder to ``run.record`` (the large logs gzipped), ``eval.json``
+    last, so that an interrupted copy is never taken for a record."""
+    for name in RECORD_FILES:
+        source = run.directory / name
+        if not source.is_file():
+            continue  # e.g. no eval_history.jsonl without eval.every, no study_timing.json for a run trained alone
+        if name in COMPRESSED_RECORD_FILES:  # mtime=0: the same run gives the same bytes
+            write_bytes_atomic(gzip.compress(source.read_bytes(), mtime=0), run.record / f"{name}.gz")
+        else:
+            write_bytes_atomic(source.read_bytes(), run.record / name)
 
 
 def _say(text: str) -> None:
@@ -176,20 +209,22 @@ def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> Non
         previous = json.loads(timing_path.read_text())["train_s"] if state == "interrupted" and \
             timing_path.is_file() else 0.0
         write_json_atomic({"train_s": previous + time.perf_counter() - started}, timing_path)
-    if state != "done":
+    if state in ("new", "interrupted", "trained"):
         evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
+    if state != "done":
+        record_run(run)
 
 
 def write_study_report(study: Study) -> Dict[str, Any]:
-    """The report of the study's finished runs (:func:`harmonicdet.analysis.study_report.write_report`)."""
+    """The report of the study's recorded runs (:func:`harmonicdet.analysis.study_report.write_report`)."""
     from harmonicdet.analysis.study_report import write_report
 
-    finished = [run for run in study.runs if (run.directory / "eval.json").is_file()]
+    finished = [run for run in study.runs if (run.record / "eval.json").is_file()]
     # every run of a study is evaluated on the same validation data
     ground_truth = coco_ground_truth(build_datasets(finished[0].config)[1]) if finished else None
     spec = {"name": study.name, "baseline": study.baseline, "bootstrap": study.bootstrap,
             "report_dir": str(study.report_dir)}
-    runs = [{"name": r.name, "arch": r.arch, "variant": r.variant, "seed": r.seed, "dir": str(r.directory)}
+    runs = [{"name": r.name, "arch": r.arch, "variant": r.variant, "seed": r.seed, "dir": str(r.record)}
             for r in study.runs]
     return write_report(spec, runs, ground_truth)
 
@@ -213,8 +248,8 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
     if not report_only:
         for index, run in enumerate(selected, start=1):
             state = run_state(run)
-            action = {"done": "finished, skipped", "trained": "evaluating", "interrupted": "resuming",
-                      "new": "training"}[state]
+            action = {"done": "finished, skipped", "evaluated": "recording", "trained": "evaluating",
+                      "interrupted": "resuming", "new": "training"}[state]
             _say(f"[study] {index}/{len(selected)} {run.name}: {action}")
             execute_run(run, state, show_progress=show_progress)
     if not report:
