@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="harmonicdet-yo
 pytest.importorskip("ultralytics")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from ultralytics.cfg import get_cfg  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 
@@ -346,3 +348,91 @@ def test_train_offline_resume_and_plain_checkpoint(scenes, tmp_path, monkeypatch
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loaded {'loss': 'harmonicdet'}" in done.stdout
+
+
+@pytest.mark.parametrize("detach", [False, "beta_r"])
+def test_reversed_frac_is_the_hand_count_of_negative_box_factors(detach):
+    """``reversed_frac``: the share of foreground anchors whose Eq. S-5 factor 1 + beta_c + beta_r log beta_c < 0."""
+    from ultralytics.utils.tal import bbox2dist
+
+    criterion = build_criterion(_model("yolov8n.yaml", nc=3), loss_options("harmonic", detach_factors=detach))
+    torch.manual_seed(3)
+    pred_distri = torch.randn(1, 6, 4 * criterion.reg_max)
+    ap, st, tb, ts, fg, _ = _fixed_assignment(criterion, pred_distri)
+    fg[:] = True
+    ts[0, :, 1] = 0.6
+    # anchors 0-2: a sharp DFL at the target's distances (a good box); 3-5: random boxes
+    bins = bbox2dist(ap, tb, criterion.reg_max - 1)[0, :3].round().long()
+    pred_distri[0, :3] = 12.0 * F.one_hot(bins, criterion.reg_max).float().view(3, -1)
+    pb = criterion.bbox_decode(ap, pred_distri)
+    logits = torch.full((1, 6, 3), -4.0)
+    logits[0, [0, 3], 1] = torch.tensor([-6.0, 3.0])  # low p with a good box: the reversal's corner
+    terms = criterion.anchor_terms(logits, pred_distri, pb, ap, st, torch.tensor([64.0, 64.0]), ts.argmax(-1), tb,
+                                   ts, fg)
+    criterion.harmonic_loss(terms, ts.sum().clamp(min=1))
+    anchors = criterion.last_anchors
+    beta_c, beta_r = anchors["beta_c"].double(), anchors["beta_r"].double()
+    hand = float(((1 + beta_c + beta_r * beta_c.log()) < 0).double().mean())
+    assert 0 < hand < 1  # the crafted batch has reversed and not reversed anchors
+    expected = 0.0 if detach == "beta_r" else hand  # beta_r detached: (1 + beta_c) dL/dt, never reversed
+    assert float(criterion.last_stats["reversed_frac"]) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    """`harmonicdet yolo-study`: an interrupted run resumes with each evaluation once, the records alone report."""
+    from harmonicdet.integrations.ultralytics_study import RunLogger
+
+    torch.set_num_threads(1)
+    audit = _NetworkAudit(monkeypatch)
+    out, runs = tmp_path / "report", tmp_path / "runs"
+    argv = ["yolo-study", "--out", str(out), "--runs", str(runs), "--data", str(tmp_path / "data"), "--epochs", "2",
+            "--eval-every", "1", "--train-images", "16", "--val-images", "8", "--imgsz", "64", "--batch", "8",
+            "--bootstrap", "20"]
+    original = RunLogger.on_fit_epoch_end
+
+    def interrupt_after_first_epoch(self, trainer):  # after its validation and last.pt, like a kill then
+        original(self, trainer)
+        if trainer.epoch == 0:
+            raise _Interrupt
+
+    monkeypatch.setattr(RunLogger, "on_fit_epoch_end", interrupt_after_first_epoch)
+    with pytest.raises(_Interrupt):
+        cli_main(argv)
+    monkeypatch.setattr(RunLogger, "on_fit_epoch_end", original)
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    assert "yolov8n-standard-s0: resuming" in capsys.readouterr().out
+    assert audit.calls == []
+
+    summary = json.loads((out / "summary.json").read_text())
+    records = {r["name"]: r for r in summary["runs"]}
+    assert set(records) == {"yolov8n-standard-s0", "yolov8n-harmonic-s0"}
+    for name, record in records.items():
+        folder = out / "runs" / name
+        assert record["dir"] == str(folder) and (folder / "metrics.jsonl.gz").is_file()
+        assert [h["iteration"] for h in record["history"]] == [2, 4], name  # 2 batches an epoch, each epoch once
+        assert record["iterations"] == 4
+        evaluated = json.loads((folder / "eval.json").read_text())
+        assert record["metrics"] == evaluated["metrics"] and set(record["metrics"]) >= {"AP", "AP75"}
+        sittings = json.loads((folder / "provenance.json").read_text())["sittings"]
+        assert [s["start_iteration"] for s in sittings] == ([0, 2] if "standard" in name else [0])
+    assert "reversed_frac" in records["yolov8n-harmonic-s0"]["late_stats"]
+    assert "reversed_frac" not in records["yolov8n-standard-s0"]["late_stats"]  # Ultralytics' own loss
+    groups = {g["variant"]: g for g in summary["groups"]}
+    expected = records["yolov8n-harmonic-s0"]["metrics"]["AP"] - records["yolov8n-standard-s0"]["metrics"]["AP"]
+    assert groups["harmonic"]["delta"]["AP"]["mean"] == pytest.approx(expected)
+    assert groups["harmonic"]["bootstrap"]["AP"]["delta"] == pytest.approx(expected, abs=1e-9)
+    assert groups["standard"]["convergence"]["iterations"] == [2, 4]
+    factors = json.loads((out / "runs" / "yolov8n-harmonic-s0" / "factors.json").read_text())
+    assert [e["epoch"] for e in factors["epochs"]] == [1, 2] and factors["measurement"]["num_anchors"] > 0
+    assert "| yolov8n-harmonic-s0 | 2 |" in (out / "factors.md").read_text()
+
+    # a later sitting has the records, not the run folders: nothing trains, the report is the same
+    shutil.rmtree(runs)
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    assert capsys.readouterr().out.count("finished, skipped") == 2
+    assert json.loads((out / "summary.json").read_text())["groups"] == summary["groups"]
+    # other settings than a record's are refused before anything trains
+    assert cli_main(argv + ["--epochs", "3"]) == 2

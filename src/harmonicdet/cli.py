@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "harmonicdet.analysis.consistency_cli",
     "harmonicdet.visualization.draw_cli",
     "harmonicdet.data.cli",
+    "harmonicdet.integrations.ultralytics_cli",  # imports Ultralytics only when run
 )
 
 

@@ -7,12 +7,15 @@ so that results trained with different code can be told apart.
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from harmonicdet.io import write_json_atomic
 
 
 def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
@@ -45,3 +48,11 @@ def provenance() -> Dict[str, Any]:
         "host": platform.node(),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def record_sitting(out: Path, start_iteration: int) -> None:
+    """Append this sitting's :func:`provenance` (and the iteration it starts at) to ``out/provenance.json``;
+    a run that starts at iteration 0 starts the list afresh."""
+    path = out / "provenance.json"
+    sittings = json.loads(path.read_text())["sittings"] if path.exists() and start_iteration > 0 else []
+    write_json_atomic({"sittings": sittings + [{**provenance(), "start_iteration": start_iteration}]}, path)

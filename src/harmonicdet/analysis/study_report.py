@@ -335,8 +335,10 @@ def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
                     first.setdefault(r["variant"], r)
             curves = [(f"{v} (seed {r['seed']})", Path(r["dir"]) / "metrics.jsonl") for v, r in first.items()]
             summary["plots"].append(str(plot_loss_curves(curves, plots / f"loss_curves_{arch}.png")))
-            compared = [v for v in (study["baseline"], "harmonicdet") if v in first]
-            if len(compared) == 2:
+            # the baseline against harmonicdet, or else against the first other variant (e.g. YOLO's harmonic)
+            others = sorted((v for v in first if v != study["baseline"]), key=lambda v: v != "harmonicdet")
+            compared = [study["baseline"], others[0]] if study["baseline"] in first and others else []
+            if compared:
                 reports = [json.loads((Path(first[v]["dir"]) / "eval.json").read_text())["consistency"]
                            for v in compared]
                 path = plot_consistency_comparison(reports, compared, plots / arch)[0]

@@ -183,21 +183,28 @@ def run_state(run: StudyRun) -> str:
     return "new"
 
 
-def record_run(run: StudyRun) -> None:
-    """Copy an evaluated run's evidence from its folder to ``run.record`` (the large logs gzipped), ``eval.json``
-    last, so that an interrupted copy is never taken for a record."""
+def record_run(directory: Path, record: Path) -> None:
+    """Copy an evaluated run's evidence (:data:`RECORD_FILES`) from its ``directory`` to its ``record`` folder,
+    the large logs gzipped and ``eval.json`` last, so that an interrupted copy is never taken for a record."""
     for name in RECORD_FILES:
-        source = run.directory / name
+        source = directory / name
         if not source.is_file():
             continue  # e.g. no eval_history.jsonl without eval.every, no study_timing.json for a run trained alone
         if name in COMPRESSED_RECORD_FILES:  # mtime=0: the same run gives the same bytes
-            write_bytes_atomic(gzip.compress(source.read_bytes(), mtime=0), run.record / f"{name}.gz")
+            write_bytes_atomic(gzip.compress(source.read_bytes(), mtime=0), record / f"{name}.gz")
         else:
-            write_bytes_atomic(source.read_bytes(), run.record / name)
+            write_bytes_atomic(source.read_bytes(), record / name)
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def add_train_seconds(directory: Path, seconds: float, *, resumed: bool) -> None:
+    """Add one sitting's training time to ``directory/study_timing.json`` (started afresh unless ``resumed``)."""
+    path = directory / "study_timing.json"
+    previous = json.loads(path.read_text())["train_s"] if resumed and path.is_file() else 0.0
+    write_json_atomic({"train_s": previous + seconds}, path)
 
 
 def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> None:
@@ -205,14 +212,11 @@ def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> Non
     if state in ("new", "interrupted"):
         started = time.perf_counter()
         train(run.config, resume=state == "interrupted", show_progress=show_progress)
-        timing_path = run.directory / "study_timing.json"
-        previous = json.loads(timing_path.read_text())["train_s"] if state == "interrupted" and \
-            timing_path.is_file() else 0.0
-        write_json_atomic({"train_s": previous + time.perf_counter() - started}, timing_path)
+        add_train_seconds(run.directory, time.perf_counter() - started, resumed=state == "interrupted")
     if state in ("new", "interrupted", "trained"):
         evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
     if state != "done":
-        record_run(run)
+        record_run(run.directory, run.record)
 
 
 def write_study_report(study: Study) -> Dict[str, Any]:

@@ -33,7 +33,7 @@ from harmonicdet.engine.progress import Progress
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 from harmonicdet.models import loss_stats
-from harmonicdet.provenance import provenance
+from harmonicdet.provenance import record_sitting
 
 
 class MetricsLog:
@@ -72,13 +72,6 @@ def _epoch_batches(sampler: DistributedSampler, epoch: int, batch_size: int, ski
     """The epoch's batches of dataset indices (a function of seed and epoch only), minus the first ``skip``."""
     sampler.set_epoch(epoch)
     return list(BatchSampler(list(sampler), batch_size, drop_last=True))[skip:]
-
-
-def _record_provenance(out: Path, start_iteration: int) -> None:
-    """Append this sitting's :func:`~harmonicdet.provenance.provenance` to ``out/provenance.json``."""
-    path = out / "provenance.json"
-    sittings = json.loads(path.read_text())["sittings"] if path.exists() and start_iteration > 0 else []
-    write_json_atomic({"sittings": sittings + [{**provenance(), "start_iteration": start_iteration}]}, path)
 
 
 class PeriodicEvaluation:
@@ -149,7 +142,7 @@ def _open_run(out: Path, config: Config, resume: bool, is_main: bool) -> Optiona
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config))
-        _record_provenance(out, checkpoint["iteration"] if checkpoint else 0)
+        record_sitting(out, checkpoint["iteration"] if checkpoint else 0)
     return checkpoint
 
 

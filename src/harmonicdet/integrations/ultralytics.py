@@ -21,7 +21,7 @@ normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k 
 
 * ``L_cls = sum_k [BCE(x_k, t_k) - H(t_k)]`` = KL(t || sigmoid(x)), the BCE minus its
   minimum, the targets' binary entropy ``H``. Against a soft target BCE never reaches 0, so
-  ``exp(-BCE)`` stays below ``exp(-H(t))`` however good the prediction (docs/results/yolo:
+  ``exp(-BCE)`` stays below ``exp(-H(t))`` however good the prediction (docs/results/yolo/first_measurements:
   on the scenes that ceiling averages well below 1); ``exp(-KL)`` is 1 when the prediction
   equals the target, as ``exp(-CE) = p`` is for the paper's one-hot targets.
 * ``L_loc = (box_gain * box + dfl_gain * (dfl - H_dfl) [+ alpha * box_gain * HIoU]) / G``,
@@ -32,7 +32,7 @@ normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k 
 ``beta_c = exp(-L_cls)`` (or with ``beta_c_mode="prob"`` the sigmoid probability of the
 assigned class), ``beta_r = exp(-L_loc)``: **the gains sit outside the exponentials**. With
 them inside (``exp(-7.5 (1 - CIoU) - ...)``) ``beta_r`` is near 0 for all but perfect
-boxes and the coupling vanishes (measured in docs/results/yolo). Then, by
+boxes and the coupling vanishes (measured in docs/results/yolo/first_measurements). Then, by
 :func:`harmonicdet.losses.harmonic_terms` (gradients through the factors unless
 ``detach_factors``), the terms Ultralytics sums become
 
@@ -100,7 +100,7 @@ from ultralytics.utils.tal import bbox2dist, make_anchors  # noqa: E402
 
 from harmonicdet.io import atomic_write  # noqa: E402
 from harmonicdet.losses.harmonic_iou_loss import harmonic_iou_from_iou  # noqa: E402
-from harmonicdet.losses.harmonic_loss import harmonic_terms  # noqa: E402
+from harmonicdet.losses.harmonic_loss import harmonic_terms, reversed_fraction  # noqa: E402
 from harmonicdet.losses.task_contrast_loss import task_contrast_loss  # noqa: E402
 from harmonicdet.models.presets import HarmonicOptions, harmonic_options  # noqa: E402
 
@@ -112,6 +112,7 @@ __all__ = [
     "build_criterion",
     "criterion_stats",
     "ensure_fonts",
+    "last_anchors",
     "loss_options",
 ]
 
@@ -324,9 +325,11 @@ class HarmonicDetectionLoss(v8DetectionLoss):
             return x.float().std(correction=0) if x.numel() > 1 else x.new_zeros((), dtype=torch.float32)
 
         beta_r, beta_r_in = torch.exp(-loc), torch.exp(-gains * loc)
+        beta_c = beta_c if beta_c is not None else torch.exp(-kl)
         gt_target = terms["weight"]
         self.last_stats = {
-            "beta_c": mean(beta_c if beta_c is not None else torch.exp(-kl)),
+            "beta_c": mean(beta_c),
+            "reversed_frac": reversed_fraction(beta_c.float(), beta_r.float(), self.options.detach_factors),
             "beta_r": mean(beta_r),
             "beta_c_bce": mean(torch.exp(-terms["bce"])),
             "beta_c_ceiling": mean(torch.exp(-terms["cls_entropy"])),
@@ -338,7 +341,7 @@ class HarmonicDetectionLoss(v8DetectionLoss):
             "num_fg": torch.tensor(float(kl.numel())),
         }
         gt_prob = terms["probs"].gather(1, terms["label"].unsqueeze(1)).squeeze(1)
-        self.last_anchors = {  # per foreground anchor, for measurements (scripts/yolo_study.py)
+        self.last_anchors = {  # per foreground anchor, for measurements (harmonicdet yolo-study)
             "target": gt_target.float(), "prob": gt_prob.float(), "beta_c": torch.exp(-kl).float(),
             "beta_c_bce": torch.exp(-terms["bce"]).float(), "beta_r": beta_r.float(),
             "beta_r_gains_inside": beta_r_in.float(), "iou": terms["iou"].float()}
@@ -356,12 +359,20 @@ def build_criterion(model: torch.nn.Module, options: Optional[HarmonicOptions]):
     return HarmonicDetectionLoss(model, options=options)
 
 
+def _criterion(model: torch.nn.Module) -> Any:
+    """The model's criterion (the one-to-many branch for YOLO26; unwrapped from DDP); ``None`` before the first loss."""
+    criterion = getattr(getattr(model, "module", model), "criterion", None)
+    return getattr(criterion, "one2many", criterion)
+
+
 def criterion_stats(model: torch.nn.Module) -> Dict[str, float]:
-    """``last_stats`` of the model's criterion as floats (the one-to-many branch for YOLO26); ``{}`` before any."""
-    model = getattr(model, "module", model)
-    criterion = getattr(model, "criterion", None)
-    criterion = getattr(criterion, "one2many", criterion)
-    return {k: float(v) for k, v in getattr(criterion, "last_stats", {}).items()}
+    """``last_stats`` of the model's criterion as floats; ``{}`` before any (or for Ultralytics' own loss)."""
+    return {k: float(v) for k, v in getattr(_criterion(model), "last_stats", {}).items()}
+
+
+def last_anchors(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The last batch's per-foreground-anchor factors of the model's criterion, on the CPU; ``{}`` before any."""
+    return {k: v.cpu() for k, v in (getattr(_criterion(model), "last_anchors", None) or {}).items()}
 
 
 class HarmonicDetectionModel(DetectionModel):

@@ -1,0 +1,52 @@
+"""``harmonicdet yolo-study``'s arguments (:mod:`harmonicdet.integrations.ultralytics_study`); imports nothing heavy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "yolo-study", help="YOLO on the scenes: Ultralytics' loss vs the Harmonic loss (needs harmonicdet[ultralytics])",
+        description="Train YOLO from random init on the Fashion-MNIST scenes with Ultralytics' loss and the Harmonic "
+                    "loss, record each finished run under OUT/runs (resumable across sittings) and write the study "
+                    "report (summary.json, summary.md, plots) and factors.md to OUT.")
+    p.add_argument("--out", default="docs/results/yolo", help="records and report (default docs/results/yolo)")
+    p.add_argument("--runs", default="runs/yolo_study", help="run folders with weights (default runs/yolo_study)")
+    p.add_argument("--data", default="data/yolo_scenes", help="scenes + YOLO layout (default data/yolo_scenes)")
+    p.add_argument("--model", default="yolov8n.yaml", help="Ultralytics model yaml (default yolov8n.yaml)")
+    p.add_argument("--variants", nargs="+", default=["standard", "harmonic"],
+                   help="loss presets: standard (Ultralytics' own loss), harmonic, harmonic_iou, harmonicdet "
+                        "(default standard harmonic)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=_positive_int, default=100)
+    p.add_argument("--eval-every", type=_positive_int, default=5, help="epochs between validations (default 5)")
+    p.add_argument("--train-images", type=_positive_int, default=2000, help="training scenes (default 2000)")
+    p.add_argument("--val-images", type=_positive_int, default=300, help="validation scenes (default 300)")
+    p.add_argument("--imgsz", type=_positive_int, default=128)
+    p.add_argument("--batch", type=_positive_int, default=16)
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bootstrap", type=_positive_int, default=300, help="paired bootstrap samples (default 300)")
+    p.add_argument("--bench-reps", type=int, default=0,
+                   help="also time training steps of each variant, interleaved in one process (default 0: no)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        import harmonicdet.integrations.ultralytics  # noqa: F401  (before ultralytics: the offline settings)
+    except ImportError as err:
+        raise ValueError(f"needs the Ultralytics extra: pip install 'harmonicdet[ultralytics]' ({err})") from None
+    from harmonicdet.integrations.ultralytics_study import run_yolo_study
+
+    run_yolo_study(args)
+    return 0

@@ -1,0 +1,386 @@
+"""``harmonicdet yolo-study``: YOLO from random init on the Fashion-MNIST scenes, Ultralytics' loss against the
+Harmonic loss, recorded and reported like ``harmonicdet study``.
+
+For each (variant, seed) it trains ``--model`` (default ``yolov8n.yaml``) with
+``HarmonicDetectionTrainer.with_options(variant)`` (``standard`` is Ultralytics' own loss),
+lets Ultralytics validate every ``--eval-every`` epochs and at the end, and scores the final
+``val(save_json=True, conf=0.001)`` ``predictions.json`` of ``last.pt`` with the package's COCO
+evaluator (faster-coco-eval) and consistency analysis against the converter's ``val.json``.
+A finished run is recorded in ``OUT/runs/<model stem>-<variant>-s<seed>/``, the layout of
+:mod:`harmonicdet.engine.study`:
+
+* ``config.yaml``: the run's settings (:class:`YoloRunSettings`; other settings are refused);
+* ``metrics.jsonl.gz``: one record per batch (``iteration`` counts batches; Ultralytics steps the
+  optimiser every ``nbs / batch`` of them): ``loss`` (the sum of Ultralytics' loss items, also
+  logged under their own names), ``step_time`` and, for harmonic variants, the criterion's
+  statistics (``beta_c``, ``beta_r``, ``reversed_frac`` and the alternatives of ``factors.json``);
+* ``eval_history.jsonl``: Ultralytics' validation of the EMA weights at the iteration ending each
+  evaluated epoch (``AP`` = its mAP50-95, ``AP50``, ``AP75``: its evaluator, not COCO's; no Spearman);
+* ``results.json.gz`` and ``eval.json``: the final predictions, their COCO AP and consistency report;
+* ``provenance.json`` (every sitting's version and commit), ``study_timing.json`` (training seconds);
+* ``factors.json``: per-epoch means of the criterion's statistics and the last epoch's
+  :func:`factor_measurement`.
+
+``OUT/summary.json``, ``summary.md`` and ``plots/`` are
+:func:`harmonicdet.analysis.study_report.write_report`'s (mean ± std over seeds, deltas paired by
+seed, the paired bootstrap over images, convergence, iterations-to-target); ``OUT/factors.md``
+tabulates ``factors.json`` and the optional step benchmark (``--bench-reps``).
+
+Resuming: a run with a record is skipped; one whose Ultralytics ``last.pt`` still holds its
+optimizer resumes with ``trainer=HarmonicDetectionTrainer`` (the checkpoint's loss), its logs cut
+back to the checkpoint's epoch; one whose ``last.pt`` is final is only evaluated. The records
+are all a later sitting needs (keep ``OUT`` in git); the run folders (``--runs``) hold weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from harmonicdet.analysis.consistency import consistency_report
+from harmonicdet.analysis.study_report import markdown_grid, write_report
+from harmonicdet.data import CocoDetectionDataset, make_scenes
+from harmonicdet.data.yolo import write_yolo_dataset
+from harmonicdet.engine.evaluate import coco_metrics
+from harmonicdet.engine.study import add_train_seconds, record_run
+from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
+from harmonicdet.provenance import record_sitting
+
+_FACTOR_KEYS = ("beta_c", "beta_c_bce", "beta_c_ceiling", "beta_c_gains_inside", "beta_r", "beta_r_std",
+                "beta_r_gains_inside", "beta_r_gains_inside_std", "reversed_frac", "target_score")
+_LOGS = ("metrics.jsonl", "eval_history.jsonl", "epochs.jsonl")
+
+
+@dataclass(frozen=True)
+class YoloRunSettings:
+    """What one run of a YOLO study is trained and evaluated with (its record's ``config.yaml``)."""
+
+    model: str
+    variant: str
+    seed: int
+    epochs: int
+    eval_every: int
+    imgsz: int
+    batch: int
+    train_images: int
+    val_images: int
+    device: str
+
+    @property
+    def arch(self) -> str:
+        return Path(self.model).stem
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}-{self.variant}-s{self.seed}"
+
+    def dump(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=True)
+
+
+def run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
+    """``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable ``last.pt``) or ``new``."""
+    import torch
+
+    for folder in (record, directory):
+        saved = folder / "config.yaml"
+        if saved.is_file() and saved.read_text(encoding="utf-8") != settings.dump():
+            raise ValueError(f"run {settings.name}: {saved} was written with other settings than asked for now; "
+                             f"remove {folder} to rerun it, or ask for the settings it was made with")
+    if (record / "eval.json").is_file():
+        return "done"
+    last = directory / "weights" / "last.pt"
+    if not last.is_file():
+        return "new"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    return "interrupted" if checkpoint.get("optimizer") is not None and checkpoint.get("epoch", -1) >= 0 else "trained"
+
+
+class RunLogger:
+    """Ultralytics callbacks that write a run's ``metrics.jsonl``, ``eval_history.jsonl`` and ``epochs.jsonl``,
+    validate every ``eval_every`` epochs, and keep the last epoch's foreground anchors."""
+
+    def __init__(self, directory: Path, eval_every: int) -> None:
+        self.directory, self.eval_every = directory, eval_every
+        self.batches = self.iteration = 0
+        self.tick = self.epoch_start = 0.0
+        self.stats: List[Dict[str, float]] = []
+        self.anchors: List[Dict[str, Any]] = []
+
+    def attach(self, model: Any) -> None:
+        for event in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_train_epoch_end",
+                      "on_fit_epoch_end"):
+            model.add_callback(event, getattr(self, event))
+
+    def _append(self, name: str, record: Mapping[str, Any]) -> None:
+        with (self.directory / name).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Cut the logs back to the epoch training starts at (0, or a resumed checkpoint's) and record the sitting."""
+        self.batches = len(trainer.train_loader)
+        start = trainer.start_epoch * self.batches
+        for name in _LOGS:
+            path = self.directory / name
+            kept = [r for r in read_jsonl(path) if r["iteration"] <= start] if path.is_file() else []
+            write_text_atomic("".join(json.dumps(r) + "\n" for r in kept), path)
+        record_sitting(self.directory, start)
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self.iteration = trainer.epoch * self.batches
+        self.tick = self.epoch_start = time.perf_counter()
+        self.stats = []
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        from harmonicdet.integrations.ultralytics import criterion_stats, last_anchors
+
+        now = time.perf_counter()
+        self.iteration += 1
+        items = {name: float(value) for name, value in trainer.loss_items.items()}  # box_loss, cls_loss, ...
+        stats = criterion_stats(trainer.model)
+        self._append("metrics.jsonl", {"iteration": self.iteration, "epoch": trainer.epoch, "loss": sum(items.values()),
+                                       **items, "step_time": now - self.tick, **stats})
+        self.tick = now
+        if stats:
+            self.stats.append(stats)
+        if trainer.epoch == trainer.epochs - 1:  # the last epoch's foreground anchors, for factor_measurement
+            anchors = last_anchors(trainer.model)
+            if anchors:
+                self.anchors.append(anchors)
+
+    def on_train_epoch_end(self, trainer: Any) -> None:
+        """Log the epoch's training time and mean statistics; Ultralytics validates next, when ``args.val``."""
+        epoch = trainer.epoch + 1
+        entry: Dict[str, Any] = {"iteration": epoch * self.batches, "epoch": epoch,
+                                 "train_seconds": time.perf_counter() - self.epoch_start}
+        if self.stats:
+            entry["stats"] = {k: statistics.fmean(s[k] for s in self.stats) for k in self.stats[0]}
+        self._append("epochs.jsonl", entry)
+        trainer.args.val = epoch % self.eval_every == 0  # the last epoch is validated whatever this says
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        epoch = trainer.epoch + 1
+        if epoch > trainer.epochs or not (epoch % self.eval_every == 0 or epoch == trainer.epochs):
+            return  # final_eval's validation of best.pt (epoch + 1), or an epoch without validation
+        box = trainer.validator.metrics.box
+        self._append("eval_history.jsonl", {"iteration": epoch * self.batches, "epoch": epoch, "AP": float(box.map),
+                                            "AP50": float(box.map50), "AP75": float(box.map75), "spearman": None})
+
+
+def prepare_data(folder: Path, num_train: int, num_val: int) -> Path:
+    """The scenes (seed 0) under ``folder/scenes`` and their YOLO layout under ``folder/yolo``; its ``data.yaml``."""
+    scenes = make_scenes(folder / "scenes", num_train=num_train, num_val=num_val, seed=0)
+    yaml_path = folder / "yolo" / "data.yaml"
+    if not yaml_path.is_file():
+        splits = {s: CocoDetectionDataset(scenes[f"{s}_images"], scenes[f"{s}_annotations"]) for s in ("train", "val")}
+        write_yolo_dataset(folder / "yolo", splits)
+    return yaml_path
+
+
+_ACTIONS = {"done": "finished, skipped", "trained": "evaluating", "interrupted": "resuming", "new": "training"}
+
+
+def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: Path, *, say=print) -> None:
+    """Bring one run to ``done``: train (or resume) it, evaluate ``last.pt`` and write its record."""
+    import torch
+
+    from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer
+
+    from ultralytics import YOLO
+
+    directory = runs / settings.name
+    state = run_state(settings, directory, record)
+    say(f"[yolo-study] {settings.name}: {_ACTIONS[state]}")
+    if state == "done":
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(settings.dump(), directory / "config.yaml")
+    last = directory / "weights" / "last.pt"
+    logger = RunLogger(directory, settings.eval_every)
+    common = dict(imgsz=settings.imgsz, batch=settings.batch, workers=0, device=settings.device, plots=False,
+                  verbose=False)
+    if state in ("new", "interrupted"):
+        started = time.perf_counter()
+        if state == "interrupted":  # with the loss stored in the checkpoint
+            model = YOLO(str(last))
+            logger.attach(model)
+            model.train(resume=True, trainer=HarmonicDetectionTrainer)
+        else:
+            model = YOLO(settings.model)
+            logger.attach(model)
+            model.train(data=str(data_yaml), trainer=HarmonicDetectionTrainer.with_options(settings.variant),
+                        epochs=settings.epochs, seed=settings.seed, deterministic=True, project=str(runs.resolve()),
+                        name=settings.name, exist_ok=True, val=False, pretrained=False, **common)
+        add_train_seconds(directory, time.perf_counter() - started, resumed=state == "interrupted")
+        if logger.anchors:
+            torch.save({k: torch.cat([a[k] for a in logger.anchors]).half() for k in logger.anchors[0]},
+                       directory / "last_epoch_anchors.pt")
+    metrics = YOLO(str(last)).val(data=str(data_yaml), save_json=True, conf=0.001, project=str(runs.resolve()),
+                                  name=f"{settings.name}-val", exist_ok=True, **common)
+    predictions = json.loads((Path(metrics.save_dir) / "predictions.json").read_text(encoding="utf-8"))
+    ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
+    write_json_atomic(predictions, directory / "results.json")
+    write_json_atomic({"checkpoint": str(last), "metrics": coco_metrics(ground_truth, predictions),
+                       "consistency": consistency_report(ground_truth, predictions)}, directory / "eval.json")
+    anchors_path = directory / "last_epoch_anchors.pt"
+    measurement = None
+    if anchors_path.is_file():
+        anchors = {k: v.float() for k, v in torch.load(anchors_path, map_location="cpu").items()}
+        measurement = factor_measurement(anchors)
+    write_json_atomic({"epochs": read_jsonl(directory / "epochs.jsonl"), "measurement": measurement},
+                      record / "factors.json")
+    record_run(directory, record)
+
+
+def factor_measurement(anchors: Mapping[str, Any]) -> Dict[str, Any]:
+    """What the candidate factors reach over foreground anchors (the decisions of the integration's docstring).
+
+    ``beta_c``: BCE against a soft target ``t`` is at least the target's entropy ``H(t)``, so
+    ``exp(-BCE) <= exp(-H(t))`` (the ceiling, ``exp(-BCE) / exp(-KL)``) even for a perfect
+    prediction, while ``exp(-KL)`` reaches 1. Reported for the anchors with ``t >= 0.3`` and for
+    those with ``t >= 0.1`` predicted within 0.05 of their target: medians of ``exp(-KL)`` (used),
+    ``exp(-BCE)`` and the ceiling. ``beta_r`` with the gains outside vs inside the exponent:
+    quantiles p10/p50/p90 (a factor ``1 + beta`` that stays at 1 couples nothing).
+
+    Args:
+        anchors: float tensors over the same anchors: ``target``, ``prob``, ``beta_c``, ``beta_c_bce``,
+            ``beta_r``, ``beta_r_gains_inside``.
+    """
+    t, p = anchors["target"], anchors["prob"]
+    out: Dict[str, Any] = {"num_anchors": int(t.numel()), "target_quantiles": _quantiles(t)}
+    for name, mask in (("target_ge_0.3", t >= 0.3), ("target_ge_0.1_predicted", (t >= 0.1) & ((p - t).abs() < 0.05))):
+        entry: Dict[str, Any] = {"num_anchors": int(mask.sum())}
+        if mask.any():
+            ceiling = anchors["beta_c_bce"][mask] / anchors["beta_c"][mask].clamp(min=1e-12)
+            entry.update({"beta_c_median": float(anchors["beta_c"][mask].median()),
+                          "beta_c_bce_median": float(anchors["beta_c_bce"][mask].median()),
+                          "ceiling_median": float(ceiling.median())})
+        out[name] = entry
+    for key in ("beta_r", "beta_r_gains_inside"):
+        out[key] = {"quantiles": _quantiles(anchors[key])}
+    return out
+
+
+def _quantiles(x: Any) -> Dict[str, float]:
+    import torch
+
+    q = torch.quantile(x.double()[:1_000_000], torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
+
+
+def bench_steps(model_yaml: str, variants: Sequence[str], reps: int, imgsz: int, batch: int) -> Dict[str, Any]:
+    """Median time of a training step (forward, loss, backward) and of the loss alone, per variant.
+
+    The variants alternate on the same model and batch (random images, 4 boxes each), so a
+    shared machine's load affects them alike.
+    """
+    import torch
+    from ultralytics.cfg import get_cfg
+
+    from harmonicdet.integrations.ultralytics import HarmonicDetectionModel, build_criterion, loss_options
+
+    torch.manual_seed(0)
+    model = HarmonicDetectionModel(model_yaml, nc=10, verbose=False)
+    model.args = get_cfg()
+    model.train()
+    img = torch.rand(batch, 3, imgsz, imgsz)
+    centres, sizes = 0.2 + 0.6 * torch.rand(batch * 4, 2), 0.12 + 0.32 * torch.rand(batch * 4, 2)
+    data = {"img": img, "batch_idx": torch.arange(batch).repeat_interleave(4).float(),
+            "cls": torch.randint(0, 10, (batch * 4, 1)).float(), "bboxes": torch.cat([centres, sizes], 1)}
+    criteria = {v: build_criterion(model, loss_options(v)) for v in variants}
+    step: Dict[str, List[float]] = {v: [] for v in variants}
+    loss_only: Dict[str, List[float]] = {v: [] for v in variants}
+    for rep in range(reps + 2):
+        for v in (variants if rep % 2 == 0 else list(reversed(variants))):
+            model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            preds = model(img)
+            middle = time.perf_counter()
+            loss = criteria[v](preds, data)[0].sum()
+            after_loss = time.perf_counter()
+            loss.backward()
+            if rep >= 2:  # two warm-up rounds
+                step[v].append(time.perf_counter() - start)
+                loss_only[v].append(after_loss - middle)
+    return {v: {"step_ms": 1000 * statistics.median(step[v]), "loss_forward_ms": 1000 * statistics.median(loss_only[v]),
+                "reps": reps} for v in variants}
+
+
+def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[Mapping[str, Any]]) -> str:
+    """``factors.md``: per-epoch factor means of the harmonic runs, the last epoch's measurement, the step times.
+
+    Args:
+        records: run name -> its ``factors.json``.
+        bench: :func:`bench_steps`' result, or ``None``.
+    """
+    sections = ["# The Harmonic loss's factors in YOLO training",
+                "Batch means over foreground anchors, per epoch: `beta_c` = exp(-KL) used, `beta_c_bce` = exp(-BCE) "
+                "without the entropy removed, `beta_c_ceiling` = exp(-H(t)) its maximum, `*_gains_inside` with the "
+                "gains in the exponent, `reversed_frac` the share of anchors whose S-5 box-gradient factor is "
+                "negative, `target_score` TAL's target of the assigned class."]
+    rows = [[name, e["epoch"]] + [f"{e['stats'][k]:.3g}" if k in e["stats"] else "—" for k in _FACTOR_KEYS]
+            for name, f in records.items() for e in f["epochs"] if "stats" in e]
+    if rows:
+        sections.append(markdown_grid(("run", "epoch") + _FACTOR_KEYS, rows))
+    measured = {name: f["measurement"] for name, f in records.items() if f.get("measurement")}
+    if measured:
+        def q(d):
+            return "/".join(f"{d[k]:.3g}" for k in ("p10", "p50", "p90"))
+
+        def cell(e):
+            return (f"{e['num_anchors']}: {e['beta_c_median']:.3f} / {e['beta_c_bce_median']:.3f} / "
+                    f"{e['ceiling_median']:.3f}") if e["num_anchors"] else "0"
+
+        sections += ["The last epoch's foreground anchors: medians of exp(-KL) (the beta_c used), exp(-BCE) and its "
+                     "ceiling exp(-H(t)) (the most exp(-BCE) can reach, even for a perfect prediction); quantiles "
+                     "p10/p50/p90 of beta_r with the gains outside (used) and inside the exponent.",
+                     markdown_grid(("run", "fg anchors", "t p10/p50/p90", "t >= 0.3: anchors, exp(-KL) / exp(-BCE) / "
+                                    "ceiling", "t >= 0.1, \\|p - t\\| < 0.05: same", "beta_r (gains outside)",
+                                    "beta_r (gains inside)"),
+                                   [[name, m["num_anchors"], q(m["target_quantiles"]), cell(m["target_ge_0.3"]),
+                                     cell(m["target_ge_0.1_predicted"]), q(m["beta_r"]["quantiles"]),
+                                     q(m["beta_r_gains_inside"]["quantiles"])] for name, m in measured.items()])]
+    if bench:
+        sections += [f"Training step (forward + loss + backward; variants interleaved in one process, median of "
+                     f"{next(iter(bench.values()))['reps']}):",
+                     markdown_grid(("variant", "step (ms)", "loss forward (ms)"),
+                                   [[v, f"{b['step_ms']:.0f}", f"{b['loss_forward_ms']:.1f}"] for v, b in bench.items()])]
+    return "\n\n".join(sections) + "\n"
+
+
+def run_yolo_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
+    """Train or resume every (variant, seed) of ``args``, then write the report; returns ``summary.json``'s data."""
+    import torch
+
+    from harmonicdet.integrations.ultralytics import loss_options
+
+    for variant in args.variants:  # a bad preset is refused before anything is written
+        loss_options(variant)
+    torch.set_num_threads(args.threads)
+    out, runs = Path(args.out), Path(args.runs)
+    data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
+    planned = [YoloRunSettings(model=args.model, variant=v, seed=s, epochs=args.epochs, eval_every=args.eval_every,
+                               imgsz=args.imgsz, batch=args.batch, train_images=args.train_images,
+                               val_images=args.val_images, device=args.device)
+               for s in args.seeds for v in args.variants]
+    for settings in planned:  # every run's settings are checked before any trains
+        run_state(settings, runs / settings.name, out / "runs" / settings.name)
+    for settings in planned:
+        execute_run(settings, data_yaml, runs, out / "runs" / settings.name, say=say)
+    ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
+    spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
+            "report_dir": str(out)}
+    summary = write_report(spec, [{"name": s.name, "arch": s.arch, "variant": s.variant, "seed": s.seed,
+                                   "dir": str(out / "runs" / s.name)} for s in planned], ground_truth)
+    bench = bench_steps(args.model, args.variants, args.bench_reps, args.imgsz, args.batch) if args.bench_reps else None
+    factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in planned}
+    write_text_atomic(factors_markdown(factors, bench), out / "factors.md")
+    say(f"[yolo-study] {len(summary['runs'])}/{len(planned)} runs recorded; report in {out}")
+    return summary
