@@ -220,9 +220,13 @@ def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> Non
 
 
 def write_study_report(study: Study) -> Dict[str, Any]:
-    """The report of the study's recorded runs (:func:`harmonicdet.analysis.study_report.write_report`)."""
+    """The report of the study's recorded runs (:func:`harmonicdet.analysis.study_report.write_report`); runs
+    evaluated but not yet recorded (e.g. by another process) are recorded first."""
     from harmonicdet.analysis.study_report import write_report
 
+    for run in study.runs:
+        if run_state(run) == "evaluated":
+            record_run(run.directory, run.record)
     finished = [run for run in study.runs if (run.record / "eval.json").is_file()]
     # every run of a study is evaluated on the same validation data
     ground_truth = coco_ground_truth(build_datasets(finished[0].config)[1]) if finished else None
