@@ -66,3 +66,14 @@ def test_summary_compares_iterations_to_the_baseline_final_ap(tmp_path):
     assert "| fcos | faster | 0.350 | +0.010 since 750 | no | 500 (of 1000) | 0.250 |" in table
     assert "| fcos | slower | 0.250 | +0.050 since 750 | no | not reached | 0.250 |" in table
     json.dumps(summary)  # the summary is JSON as it is
+
+
+def test_groups_list_the_baseline_first_within_each_arch():
+    # the variants' seed 1 has no baseline to pair with: no bootstrap, so no detections are needed
+    records = [{"name": f"{a}-{v}", "arch": a, "variant": v, "seed": int(v != "standard"), "history": [],
+                "metrics": {m: 0.3 for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+                "consistency": {"spearman": 0.5, "pearson": 0.5}, "commits": []}
+               for a, v in (("fcos", "harmonicdet_beta_r"), ("fcos", "standard"), ("rcnn", "qfl"), ("rcnn", "standard"))]
+    study = {"name": "s", "baseline": "standard", "bootstrap": {"samples": 2, "seed": 0}}
+    order = [(g["arch"], g["variant"]) for g in summarise(study, records, None)["groups"]]
+    assert order == [("fcos", "standard"), ("fcos", "harmonicdet_beta_r"), ("rcnn", "standard"), ("rcnn", "qfl")]

@@ -163,7 +163,8 @@ def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
         return matches_cache[record["name"]]
 
     groups = []
-    for (arch, variant), seeds in sorted(by_key.items(), key=lambda item: item[0][0]):  # by arch, study order within
+    # by arch, the baseline first, then the study's order
+    for (arch, variant), seeds in sorted(by_key.items(), key=lambda item: (item[0][0], item[0][1] != study["baseline"])):
         group: Dict[str, Any] = {"arch": arch, "variant": variant, "seeds": sorted(seeds), "mean": {}, "std": {},
                                  "delta": None, "bootstrap": None, "convergence": None}
         for metric in METRICS:
