@@ -61,6 +61,9 @@ _RUN_FIELDS = {"variant", "loss", "arch", "seeds", "set"}
 RECORD_FILES = ("config.yaml", "provenance.json", "study_timing.json", "eval_history.jsonl", "metrics.jsonl",
                 "results.json", "eval.json")
 COMPRESSED_RECORD_FILES = ("metrics.jsonl", "results.json")
+# what a (re)run does with a run in each state of run_state, as the progress lines say it
+STATE_ACTIONS = {"done": "finished, skipped", "evaluated": "recording", "trained": "evaluating",
+                 "interrupted": "resuming", "new": "training"}
 
 
 @dataclass
@@ -167,11 +170,7 @@ def load_study(path: str | Path) -> Study:
 def run_state(run: StudyRun) -> str:
     """``done`` (recorded), ``evaluated`` (needs recording), ``trained`` (needs evaluation), ``interrupted``
     (resumable) or ``new``."""
-    for folder in (run.record, run.directory):
-        saved = folder / "config.yaml"
-        if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(run.config):
-            raise ValueError(f"run {run.name}: {saved} was written with other settings than the study now asks "
-                             f"for; remove {folder} to rerun it, or restore the study file")
+    refuse_other_settings(run.name, dump_config(run.config), (run.record, run.directory))
     if (run.record / "eval.json").is_file():
         return "done"
     if (run.directory / "eval.json").is_file():
@@ -181,6 +180,16 @@ def run_state(run: StudyRun) -> str:
     if (run.directory / LAST).is_file():
         return "interrupted"
     return "new"
+
+
+def refuse_other_settings(name: str, settings: str, folders: Sequence[Path]) -> None:
+    """A ``ValueError`` naming run ``name`` if a ``config.yaml`` in one of ``folders`` is not ``settings`` (the text
+    it would be written with), so that results never mix settings."""
+    for folder in folders:
+        saved = folder / "config.yaml"
+        if saved.is_file() and saved.read_text(encoding="utf-8") != settings:
+            raise ValueError(f"run {name}: {saved} was written with other settings than asked for now; "
+                             f"remove {folder} to rerun it, or ask for the settings it was made with")
 
 
 def record_run(directory: Path, record: Path) -> None:
@@ -256,9 +265,7 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
     if not report_only:
         for index, run in enumerate(selected, start=1):
             state = run_state(run)
-            action = {"done": "finished, skipped", "evaluated": "recording", "trained": "evaluating",
-                      "interrupted": "resuming", "new": "training"}[state]
-            _say(f"[study] {index}/{len(selected)} {run.name}: {action}")
+            _say(f"[study] {index}/{len(selected)} {run.name}: {STATE_ACTIONS[state]}")
             execute_run(run, state, show_progress=show_progress)
     if not report:
         return None

@@ -31,7 +31,7 @@ from harmonicdet.engine.config import Config, dump_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.engine.progress import Progress
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
-from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
+from harmonicdet.io import read_jsonl, write_text_atomic
 from harmonicdet.models import loss_stats
 from harmonicdet.provenance import record_sitting
 

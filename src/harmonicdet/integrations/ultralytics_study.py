@@ -49,7 +49,7 @@ from harmonicdet.analysis.study_report import markdown_grid, write_report
 from harmonicdet.data import CocoDetectionDataset, make_scenes
 from harmonicdet.data.yolo import write_yolo_dataset
 from harmonicdet.engine.evaluate import coco_metrics
-from harmonicdet.engine.study import add_train_seconds, record_run
+from harmonicdet.engine.study import STATE_ACTIONS, add_train_seconds, record_run, refuse_other_settings
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 from harmonicdet.provenance import record_sitting
 
@@ -89,11 +89,7 @@ def run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
     """``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable ``last.pt``) or ``new``."""
     import torch
 
-    for folder in (record, directory):
-        saved = folder / "config.yaml"
-        if saved.is_file() and saved.read_text(encoding="utf-8") != settings.dump():
-            raise ValueError(f"run {settings.name}: {saved} was written with other settings than asked for now; "
-                             f"remove {folder} to rerun it, or ask for the settings it was made with")
+    refuse_other_settings(settings.name, settings.dump(), (record, directory))
     if (record / "eval.json").is_file():
         return "done"
     last = directory / "weights" / "last.pt"
@@ -111,6 +107,7 @@ class RunLogger:
         self.directory, self.eval_every = directory, eval_every
         self.batches = self.iteration = 0
         self.tick = self.epoch_start = 0.0
+        self.validating = False  # whether Ultralytics validates the epoch now ending
         self.stats: List[Dict[str, float]] = []
         self.anchors: List[Dict[str, Any]] = []
 
@@ -163,11 +160,12 @@ class RunLogger:
         if self.stats:
             entry["stats"] = {k: statistics.fmean(s[k] for s in self.stats) for k in self.stats[0]}
         self._append("epochs.jsonl", entry)
-        trainer.args.val = epoch % self.eval_every == 0  # the last epoch is validated whatever this says
+        self.validating = epoch % self.eval_every == 0 or epoch == trainer.epochs  # Ultralytics validates the last
+        trainer.args.val = self.validating
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         epoch = trainer.epoch + 1
-        if epoch > trainer.epochs or not (epoch % self.eval_every == 0 or epoch == trainer.epochs):
+        if epoch > trainer.epochs or not self.validating:
             return  # final_eval's validation of best.pt (epoch + 1), or an epoch without validation
         box = trainer.validator.metrics.box
         self._append("eval_history.jsonl", {"iteration": epoch * self.batches, "epoch": epoch, "AP": float(box.map),
@@ -184,9 +182,6 @@ def prepare_data(folder: Path, num_train: int, num_val: int) -> Path:
     return yaml_path
 
 
-_ACTIONS = {"done": "finished, skipped", "trained": "evaluating", "interrupted": "resuming", "new": "training"}
-
-
 def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: Path, *, say=print) -> None:
     """Bring one run to ``done``: train (or resume) it, evaluate ``last.pt`` and write its record."""
     import torch
@@ -197,7 +192,7 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
 
     directory = runs / settings.name
     state = run_state(settings, directory, record)
-    say(f"[yolo-study] {settings.name}: {_ACTIONS[state]}")
+    say(f"[yolo-study] {settings.name}: {STATE_ACTIONS[state]}")
     if state == "done":
         return
     directory.mkdir(parents=True, exist_ok=True)
