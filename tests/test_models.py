@@ -22,7 +22,6 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.ops import sigmoid_focal_loss
 
 from harmonicdet.models import (
-    PRESETS,
     HarmonicFCOSHead,
     HarmonicRetinaNetHead,
     HarmonicRoIHeads,

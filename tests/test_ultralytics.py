@@ -401,9 +401,12 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
         cli_main(argv)
     monkeypatch.setattr(RunLogger, "on_fit_epoch_end", original)
     capsys.readouterr()
-    assert cli_main(argv) == 0
+    assert cli_main(argv + ["--no-report"]) == 0  # as one lane of scripts/yolo_study_lanes.sh
     assert "yolov8n-standard-s0: resuming" in capsys.readouterr().out
     assert audit.calls == []
+    assert not (out / "summary.json").exists() and (out / "runs" / "yolov8n-harmonic-s0" / "eval.json").is_file()
+    assert cli_main(argv) == 0  # the report from the records: nothing trains
+    assert capsys.readouterr().out.count("finished, skipped") == 2
 
     summary = json.loads((out / "summary.json").read_text())
     records = {r["name"]: r for r in summary["runs"]}

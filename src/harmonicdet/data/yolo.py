@@ -29,7 +29,7 @@ from typing import Dict, Mapping
 
 import yaml
 
-from harmonicdet.io import write_json_atomic
+from harmonicdet.io import write_json_atomic, write_text_atomic
 
 from .base import DetectionDataset
 
@@ -101,8 +101,9 @@ def write_yolo_dataset(out_dir: str | os.PathLike, splits: Mapping[str, Detectio
     data = {"path": str(out), **{s: f"images/{s if s in splits else next(iter(splits))}" for s in SPLITS},
             "nc": len(classes), "names": {i: name for i, name in enumerate(classes)}}
     yaml_path = out / "data.yaml"
-    yaml_path.write_text("# written by harmonicdet data yolo; class index k is category_id k + 1 in {train,val}.json\n"
-                         + yaml.safe_dump(data, sort_keys=False))
+    # last and atomic: a data.yaml that exists means a complete dataset (yolo-study's lanes wait for it)
+    write_text_atomic("# written by harmonicdet data yolo; class index k is category_id k + 1 in {train,val}.json\n"
+                      + yaml.safe_dump(data, sort_keys=False), yaml_path)
     paths["data_yaml"] = yaml_path
     return paths
 

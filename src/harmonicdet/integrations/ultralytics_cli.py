@@ -38,6 +38,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--bootstrap", type=_positive_int, default=300, help="paired bootstrap samples (default 300)")
     p.add_argument("--bench-reps", type=int, default=0,
                    help="also time training steps of each variant, interleaved in one process (default 0: no)")
+    p.add_argument("--no-report", action="store_true",
+                   help="train and evaluate only; e.g. one process per variant side by side "
+                        "(scripts/yolo_study_lanes.sh), then one call without it writes the report")
     p.set_defaults(func=_run)
 
 

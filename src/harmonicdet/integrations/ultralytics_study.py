@@ -350,8 +350,9 @@ def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[M
     return "\n\n".join(sections) + "\n"
 
 
-def run_yolo_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
-    """Train or resume every (variant, seed) of ``args``, then write the report; returns ``summary.json``'s data."""
+def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, Any]]:
+    """Train or resume every (variant, seed) of ``args``, then write the report; returns ``summary.json``'s data
+    (``None`` with ``args.no_report``: training and records only)."""
     import torch
 
     from harmonicdet.integrations.ultralytics import loss_options
@@ -369,6 +370,8 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
         run_state(settings, runs / settings.name, out / "runs" / settings.name)
     for settings in planned:
         execute_run(settings, data_yaml, runs, out / "runs" / settings.name, say=say)
+    if args.no_report:
+        return None
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
     spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
             "report_dir": str(out)}
