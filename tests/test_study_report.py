@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from harmonicdet.analysis.study_report import convergence, convergence_table, iterations_to_target, summarise
+from harmonicdet.analysis.study_report import (collect_run, convergence, convergence_table, iterations_to_target,
+                                               summarise)
 
 
 def _history(values, every=250):
@@ -44,6 +45,7 @@ def test_summary_compares_iterations_to_the_baseline_final_ap(tmp_path):
         return {"name": f"fcos-{variant}-s{seed}", "arch": "fcos", "variant": variant, "seed": seed,
                 "dir": str(tmp_path), "metrics": {m: 0.3 for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
                 "consistency": {"spearman": 0.5, "pearson": 0.5}, "late_stats": {"reversed_frac": 0.25},
+                "run_stats": {"reversed_frac": 0.5, "reversed_frac_max": 0.75},
                 "history": _history(values), "commits": [f"c{seed}"]}
 
     records = [record("standard", 0, [0.1, 0.2, 0.30, 0.31]), record("standard", 1, [0.1, 0.2, 0.30, 0.33]),
@@ -63,8 +65,8 @@ def test_summary_compares_iterations_to_the_baseline_final_ap(tmp_path):
         summary["groups"].append({"arch": "fcos", "variant": name, "seeds": [0], "convergence": curve})
     summary["runs"] = records
     table = convergence_table(summary)
-    assert "| fcos | faster | 0.350 | +0.010 since 750 | no | 500 (of 1000) | 0.250 |" in table
-    assert "| fcos | slower | 0.250 | +0.050 since 750 | no | not reached | 0.250 |" in table
+    assert "| fcos | faster | 0.350 | +0.010 since 750 | no | 500 (of 1000) | 0.5, 0.75, 0.25 |" in table
+    assert "| fcos | slower | 0.250 | +0.050 since 750 | no | not reached | 0.5, 0.75, 0.25 |" in table
     json.dumps(summary)  # the summary is JSON as it is
 
 
@@ -77,3 +79,16 @@ def test_groups_list_the_baseline_first_within_each_arch():
     study = {"name": "s", "baseline": "standard", "bootstrap": {"samples": 2, "seed": 0}}
     order = [(g["arch"], g["variant"]) for g in summarise(study, records, None)["groups"]]
     assert order == [("fcos", "standard"), ("fcos", "harmonicdet_beta_r"), ("rcnn", "standard"), ("rcnn", "qfl")]
+
+
+def test_run_record_gives_the_reversal_over_the_whole_run_and_late(tmp_path):
+    # 20 iterations: the reversal early (iterations 1-4), none in the last 10% (iterations 19-20)
+    fractions = [0.4, 0.2, 0.1, 0.1] + [0.0] * 16
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i + 1, "step_time": 0.5 + i, "beta_c": 0.5, "reversed_frac": f}) + "\n"
+        for i, f in enumerate(fractions)))
+    (tmp_path / "eval.json").write_text(json.dumps({"metrics": {"AP": 0.3}, "consistency": {"overall": {}}}))
+    record = collect_run({"name": "r", "arch": "fcos", "variant": "harmonicdet", "seed": 0, "dir": str(tmp_path)})
+    assert record["iterations"] == 20 and record["step_s"] == pytest.approx(10.0)  # median of 0.5 .. 19.5
+    assert record["run_stats"] == {"reversed_frac": pytest.approx(0.04), "reversed_frac_max": 0.4}
+    assert record["late_stats"] == {"beta_c": 0.5, "reversed_frac": 0.0}

@@ -12,6 +12,7 @@ and evaluation wrote into each run folder; it never imports the engine.
                "consistency": {"spearman", "pearson"},
                "train_s": float | null, "iterations": int, "step_s": float,
                "late_stats": {"beta_c", "beta_r", "reversed_frac", "pos_p3", ...},  # means, last 10%
+               "run_stats": {"reversed_frac", "reversed_frac_max"},         # whole run; {} if not logged
                "history": [{"iteration", "AP", "AP50", "AP75", "spearman"}],   # eval_history.jsonl
                "commits": [str], "device_name": str | null}],                 # provenance.json
      "groups": [{"arch", "variant", "seeds": [int],
@@ -60,16 +61,20 @@ CONVERGENCE_WINDOW = 0.2  # the last 20% of the schedule
 CONVERGENCE_TOLERANCE = 0.005  # half an AP point
 
 
-def _late_means(metrics_path: Path) -> Dict[str, Any]:
-    """Iterations, median step time and the means of the logged factor/level statistics over the last 10%."""
+def _training_stats(metrics_path: Path) -> Dict[str, Any]:
+    """Iterations, median step time, the means of the logged factor/level statistics over the last 10%, and the
+    mean and largest ``reversed_frac`` over the whole run (the reversal is an early-training effect)."""
     records = read_jsonl(metrics_path)
     if not records:
         raise ValueError(f"{metrics_path}: no training records")
     late = records[-max(1, int(len(records) * _LATE_FRACTION)):]
     keys = sorted({k for r in late for k in r if k in _LATE_KEYS or k.startswith("pos_")})
+    reversed_frac = [r["reversed_frac"] for r in records if "reversed_frac" in r]
     return {"iterations": int(records[-1]["iteration"]),
             "step_s": statistics.median(r["step_time"] for r in records),
-            "late_stats": {k: statistics.fmean(r[k] for r in late if k in r) for k in keys}}
+            "late_stats": {k: statistics.fmean(r[k] for r in late if k in r) for k in keys},
+            "run_stats": ({"reversed_frac": statistics.fmean(reversed_frac), "reversed_frac_max": max(reversed_frac)}
+                          if reversed_frac else {})}
 
 
 def collect_run(run: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
@@ -91,7 +96,7 @@ def collect_run(run: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
             "dir": str(directory), "metrics": report["metrics"],
             "consistency": {k: overall.get(k) for k in ("spearman", "pearson")},
             "train_s": json.loads(timing.read_text())["train_s"] if timing.is_file() else None,
-            **_late_means(directory / "metrics.jsonl"), "history": history,
+            **_training_stats(directory / "metrics.jsonl"), "history": history,
             "commits": sorted({str(s["commit"]) for s in sittings}),
             "device_name": sittings[-1].get("device_name") if sittings else None}
 
@@ -238,16 +243,21 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
 
 def convergence_table(summary: Mapping[str, Any]) -> str:
     """Per (arch, variant): the periodic evaluation's final mean AP, its move over the last 20% of the schedule,
-    whether that is under half a point, the iterations to the baseline's final AP, and the late reversal fraction."""
+    whether that is under half a point, the iterations to the baseline's final AP, and the reversal fraction
+    (mean over seeds of each run's whole-run mean, largest value, and late mean)."""
     header = ("arch", "variant", "final AP (eval subset)", "moved since", "converged",
-              "iterations to baseline's final AP", "reversed_frac (late)")
+              "iterations to baseline's final AP", "reversed_frac (run mean, max, late)")
     rows = []
     for g in summary["groups"]:
         curve = g["convergence"]
-        late = [r["late_stats"].get("reversed_frac") for r in summary["runs"]
-                if r["arch"] == g["arch"] and r["variant"] == g["variant"]]
-        late = [v for v in late if v is not None]
-        reversed_frac = f"{statistics.fmean(late):.3f}" if late else "—"
+        runs = [r for r in summary["runs"] if r["arch"] == g["arch"] and r["variant"] == g["variant"]
+                and "reversed_frac" in r.get("run_stats", {})]
+        reversed_frac = "—"
+        if runs:
+            reversed_frac = ", ".join(f"{v:.2g}" for v in (
+                statistics.fmean(r["run_stats"]["reversed_frac"] for r in runs),
+                max(r["run_stats"]["reversed_frac_max"] for r in runs),
+                statistics.fmean(r["late_stats"]["reversed_frac"] for r in runs)))
         if curve is None:
             rows.append((g["arch"], g["variant"], "—", "—", "—", "—", reversed_frac))
             continue
