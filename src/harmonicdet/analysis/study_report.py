@@ -63,7 +63,7 @@ CONVERGENCE_TOLERANCE = 0.005  # half an AP point
 
 def _training_stats(metrics_path: Path) -> Dict[str, Any]:
     """Iterations, median step time, the means of the logged factor/level statistics over the last 10%, and the
-    mean and largest ``reversed_frac`` over the whole run (the reversal is an early-training effect)."""
+    mean and largest ``reversed_frac`` over the whole run (how often the reversal happens, not only at the end)."""
     records = read_jsonl(metrics_path)
     if not records:
         raise ValueError(f"{metrics_path}: no training records")
