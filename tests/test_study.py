@@ -148,7 +148,7 @@ def test_the_converged_studies_expand_to_valid_runs():
     assert runs["fcos-standard_posweight-s0"].config["model"]["loss_options"] == {"positive_weight": 1.9}
     assert all(r.config["train"]["max_iters"] == 2000 and r.config["eval"]["every"] == 250 for r in runs.values())
     cpu = {run.name: run for run in load_study(ROOT / "configs" / "studies" / "scenes_converged_cpu.yaml").runs}
-    assert len(cpu) == 14 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
+    assert len(cpu) == 24 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
     # the CPU half differs from the GPU study only in the device, the loader workers and where it is written
     for name, run in cpu.items():
         differing = {(section, key) for section in ("model", "data", "train", "eval")
