@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harmonicdet.analysis.consistency import GroundTruth, _results_arrays, consistency_report, match_detections
+from harmonicdet.analysis.consistency import GroundTruth, consistency_report, match_detections, results_arrays
 
 
 def synthetic(num_detections: int, num_images: int, objects_per_image: int = 7, num_classes: int = 80,
@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     gt, results = synthetic(args.detections, args.images)
     truth = GroundTruth(gt)
-    det = _results_arrays(results, truth, "results")
+    det = results_arrays(results, truth, "results")
 
     report = consistency_report(gt, results)
     t_report = best_of(args.repeats, lambda: consistency_report(gt, results))

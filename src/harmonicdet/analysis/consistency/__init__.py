@@ -15,7 +15,8 @@ Entry points
 * :func:`consistency_report_from_tensors` -- the same report from flat tensors/arrays
   (boxes ``xyxy``), for use inside a training loop.
 * :func:`score_iou_pairs` -- the per-detection ``(score, IoU)`` pairs of COCO results.
-* :func:`match_detections` -- just the vectorised matching: IoU, matched object, ignored.
+* :func:`match_detections` -- just the vectorised matching: IoU, matched object, ignored;
+  :class:`GroundTruth` and :func:`results_arrays` give it the validated arrays of COCO input.
 * :func:`correlations`, :func:`inconsistency`, :func:`calibration`, :func:`nms_ranking` --
   the metrics on plain arrays; :func:`inconsistent_detections` -- which detections
   :func:`inconsistency` counts (``harmonicdet draw`` marks them).
@@ -28,7 +29,7 @@ statistics. Every report is plain JSON (floats, ints, ``None``; never NaN).
 
 """
 
-from .inputs import ArrayLike, GroundTruth, JsonLike, _results_arrays  # noqa: F401 (benchmarks use it)
+from .inputs import ArrayLike, GroundTruth, JsonLike, results_arrays
 from .matching import match_detections
 from .report import HISTOGRAM_BINS, consistency_report, consistency_report_from_tensors, score_iou_pairs
 from .statistics import (IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, correlations, inconsistency,
@@ -37,5 +38,5 @@ from .statistics import (IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, cor
 __all__ = [
     "ArrayLike", "GroundTruth", "HISTOGRAM_BINS", "IOU_HIGH", "IOU_LOW", "JsonLike", "SCORE_HI", "SCORE_LO",
     "calibration", "consistency_report", "consistency_report_from_tensors", "correlations", "inconsistency",
-    "inconsistent_detections", "match_detections", "nms_ranking", "score_iou_pairs",
+    "inconsistent_detections", "match_detections", "nms_ranking", "results_arrays", "score_iou_pairs",
 ]

@@ -178,8 +178,9 @@ class GroundTruth:
         return [n if seen[n] == 1 else f"{n} ({c})" for n, c in zip(self.category_names, self.category_ids)]
 
 
-def _results_arrays(results: Any, gt: GroundTruth, what: str) -> Dict[str, np.ndarray]:
-    """Validated arrays of a COCO results list: boxes (xyxy), scores, image and category indices."""
+def results_arrays(results: Any, gt: GroundTruth, what: str) -> Dict[str, np.ndarray]:
+    """Validated arrays of COCO results (path or list): boxes ``[N, 4]`` xyxy, scores ``[N]``, and the image
+    and category index ``[N]`` of each detection into ``gt``; ``what`` names the input in error messages."""
     data = _load_json(results, what)
     if isinstance(results, (str, os.PathLike)):
         what = f"{results}: {what}"  # with several --dt files, the error names the one at fault

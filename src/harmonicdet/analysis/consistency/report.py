@@ -42,7 +42,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .inputs import ArrayLike, GroundTruth, JsonLike, _as_numpy, _results_arrays, _tensor_inputs
+from .inputs import ArrayLike, GroundTruth, JsonLike, _as_numpy, _tensor_inputs, results_arrays
 from .matching import match_detections
 from .statistics import IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, correlations, inconsistency, nms_ranking
 
@@ -98,7 +98,7 @@ def score_iou_pairs(gt: Any, results: JsonLike) -> Dict[str, np.ndarray]:
         ``image_id``, ``category_id``, ``box`` ([D, 4] ``xyxy``).
     """
     truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
-    det = _results_arrays(results, truth, "results")
+    det = results_arrays(results, truth, "results")
     iou, best, ignored = match_detections(det["boxes"], det["image"], det["category"], truth.boxes, truth.image,
                                           truth.category, truth.crowd)
     gt_id = np.where(best >= 0, truth.annotation_ids[np.maximum(best, 0)] if len(best) and len(truth.boxes)
@@ -131,7 +131,7 @@ def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonL
     """
     _check_settings(score_hi, score_lo, iou_floor, num_bins, iou_low, iou_high)
     truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
-    det = _results_arrays(results, truth, "results")
+    det = results_arrays(results, truth, "results")
     iou, _, ignored = match_detections(det["boxes"], det["image"], det["category"], truth.boxes, truth.image,
                                        truth.category, truth.crowd)
     settings = {"score_hi": score_hi, "score_lo": score_lo, "iou_low": iou_low, "iou_high": iou_high,
@@ -139,7 +139,7 @@ def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonL
     report = _build_report(det["scores"], iou, ignored, det["category"], truth.class_keys(),
                            truth.category_ids.tolist(), settings)
     if candidates is not None:
-        cand = _results_arrays(candidates, truth, "candidates")
+        cand = results_arrays(candidates, truth, "candidates")
         cand_iou, cand_gt, _ = match_detections(cand["boxes"], cand["image"], cand["category"], truth.boxes,
                                                 truth.image, truth.category, truth.crowd)
         report["nms_ranking"] = nms_ranking(cand["scores"], cand_iou, cand_gt)
