@@ -163,6 +163,19 @@ def test_options_validated_early():
     assert items == ("box_loss", "cls_loss", "dfl_loss", "hiou_loss", "tc_loss")
 
 
+def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
+    from harmonicdet.integrations.ultralytics_study import variant_loss
+
+    assert variant_loss("harmonic") == ("harmonic", {})
+    assert variant_loss("harmonic_beta_r") == ("harmonic", {"detach_factors": "beta_r"})
+    assert variant_loss("harmonic_iou_beta_c") == ("harmonic_iou", {"detach_factors": "beta_c"})
+    assert variant_loss("standard_beta_r") == ("standard_beta_r", {})  # nothing to detach: not a preset
+    out = tmp_path / "out"
+    assert cli_main(["yolo-study", "--out", str(out), "--data", str(tmp_path / "data"),
+                     "--variants", "harmonic_beta_r", "standard_beta_r"]) == 2
+    assert "standard_beta_r" in capsys.readouterr().err and not out.exists() and not (tmp_path / "data").exists()
+
+
 def test_import_sets_offline_environment(tmp_path):
     """In a clean process the integration sets the variables before Ultralytics reads them, and copies the fonts."""
     code = (

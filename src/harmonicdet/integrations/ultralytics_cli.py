@@ -24,8 +24,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data", default="data/yolo_scenes", help="scenes + YOLO layout (default data/yolo_scenes)")
     p.add_argument("--model", default="yolov8n.yaml", help="Ultralytics model yaml (default yolov8n.yaml)")
     p.add_argument("--variants", nargs="+", default=["standard", "harmonic"],
-                   help="loss presets: standard (Ultralytics' own loss), harmonic, harmonic_iou, harmonicdet "
-                        "(default standard harmonic)")
+                   help="loss presets: standard (Ultralytics' own loss), harmonic, harmonic_iou, harmonicdet; "
+                        "PRESET_beta_r / PRESET_beta_c detaches that factor (default standard harmonic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=_positive_int, default=100)
     p.add_argument("--eval-every", type=_positive_int, default=5, help="epochs between validations (default 5)")

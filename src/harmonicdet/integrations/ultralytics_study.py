@@ -2,7 +2,8 @@
 Harmonic loss, recorded and reported like ``harmonicdet study``.
 
 For each (variant, seed) it trains ``--model`` (default ``yolov8n.yaml``) with
-``HarmonicDetectionTrainer.with_options(variant)`` (``standard`` is Ultralytics' own loss),
+``HarmonicDetectionTrainer.with_options(*variant_loss(variant))`` (``standard`` is Ultralytics' own loss;
+``harmonic_beta_r`` is ``harmonic`` with ``detach_factors="beta_r"``),
 lets Ultralytics validate every ``--eval-every`` epochs and at the end, and scores the final
 ``val(save_json=True, conf=0.001)`` ``predictions.json`` of ``last.pt`` with the package's COCO
 evaluator (faster-coco-eval) and consistency analysis against the converter's ``val.json``.
@@ -40,7 +41,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -56,6 +57,18 @@ from harmonicdet.provenance import record_sitting
 _FACTOR_KEYS = ("beta_c", "beta_c_bce", "beta_c_ceiling", "beta_c_gains_inside", "beta_r", "beta_r_std",
                 "beta_r_gains_inside", "beta_r_gains_inside_std", "reversed_frac", "target_score")
 _LOGS = ("metrics.jsonl", "eval_history.jsonl", "epochs.jsonl")
+_DETACHABLE = ("beta_r", "beta_c")
+
+
+def variant_loss(variant: str) -> Tuple[str, Dict[str, Any]]:
+    """A variant's loss preset and options: ``PRESET``, or ``PRESET_beta_r`` / ``PRESET_beta_c`` for that preset
+    with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``.
+    The preset is validated by :func:`harmonicdet.integrations.ultralytics.loss_options`."""
+    for factor in _DETACHABLE:
+        preset = variant[: -len(factor) - 1]
+        if variant.endswith(f"_{factor}") and preset != "standard":
+            return preset, {"detach_factors": factor}
+    return variant, {}
 
 
 @dataclass(frozen=True)
@@ -208,9 +221,10 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
             logger.attach(model)
             model.train(resume=True, trainer=HarmonicDetectionTrainer)
         else:
+            preset, options = variant_loss(settings.variant)
             model = YOLO(settings.model)
             logger.attach(model)
-            model.train(data=str(data_yaml), trainer=HarmonicDetectionTrainer.with_options(settings.variant),
+            model.train(data=str(data_yaml), trainer=HarmonicDetectionTrainer.with_options(preset, **options),
                         epochs=settings.epochs, seed=settings.seed, deterministic=True, project=str(runs.resolve()),
                         name=settings.name, exist_ok=True, val=False, pretrained=False, **common)
         add_train_seconds(directory, time.perf_counter() - started, resumed=state == "interrupted")
@@ -289,7 +303,10 @@ def bench_steps(model_yaml: str, variants: Sequence[str], reps: int, imgsz: int,
     centres, sizes = 0.2 + 0.6 * torch.rand(batch * 4, 2), 0.12 + 0.32 * torch.rand(batch * 4, 2)
     data = {"img": img, "batch_idx": torch.arange(batch).repeat_interleave(4).float(),
             "cls": torch.randint(0, 10, (batch * 4, 1)).float(), "bboxes": torch.cat([centres, sizes], 1)}
-    criteria = {v: build_criterion(model, loss_options(v)) for v in variants}
+    criteria = {}
+    for v in variants:
+        preset, options = variant_loss(v)
+        criteria[v] = build_criterion(model, loss_options(preset, **options))
     step: Dict[str, List[float]] = {v: [] for v in variants}
     loss_only: Dict[str, List[float]] = {v: [] for v in variants}
     for rep in range(reps + 2):
@@ -358,7 +375,8 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
     from harmonicdet.integrations.ultralytics import loss_options
 
     for variant in args.variants:  # a bad preset is refused before anything is written
-        loss_options(variant)
+        preset, options = variant_loss(variant)
+        loss_options(preset, **options)
     torch.set_num_threads(args.threads)
     out, runs = Path(args.out), Path(args.runs)
     data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
