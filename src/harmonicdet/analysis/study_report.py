@@ -286,7 +286,7 @@ def plot_ap_history(summary: Mapping[str, Any], out_dir: Path) -> List[Path]:
                 std = np.array(c["AP_std"])
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax.set_xlabel("iteration")
-        ax.set_ylabel("COCO AP (periodic evaluation subset)")
+        ax.set_ylabel("AP (periodic evaluation)")
         ax.set_title(f"{arch}: AP during training (mean ± std over seeds)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
