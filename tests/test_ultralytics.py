@@ -164,12 +164,13 @@ def test_options_validated_early():
 
 
 def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
-    from harmonicdet.integrations.ultralytics_study import variant_loss
+    from harmonicdet.integrations.ultralytics_study import variant_loss, variant_options
 
     assert variant_loss("harmonic") == ("harmonic", {})
     assert variant_loss("harmonic_beta_r") == ("harmonic", {"detach_factors": "beta_r"})
     assert variant_loss("harmonic_iou_beta_c") == ("harmonic_iou", {"detach_factors": "beta_c"})
     assert variant_loss("standard_beta_r") == ("standard_beta_r", {})  # nothing to detach: not a preset
+    assert variant_options("harmonic_beta_r").detach_factors == "beta_r" and variant_options("standard") is None
     out = tmp_path / "out"
     assert cli_main(["yolo-study", "--out", str(out), "--data", str(tmp_path / "data"),
                      "--variants", "harmonic_beta_r", "standard_beta_r"]) == 2

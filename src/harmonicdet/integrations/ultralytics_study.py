@@ -2,7 +2,7 @@
 Harmonic loss, recorded and reported like ``harmonicdet study``.
 
 For each (variant, seed) it trains ``--model`` (default ``yolov8n.yaml``) with
-``HarmonicDetectionTrainer.with_options(*variant_loss(variant))`` (``standard`` is Ultralytics' own loss;
+``HarmonicDetectionTrainer.with_options(preset, **options)`` of :func:`variant_loss` (``standard`` is Ultralytics' own loss;
 ``harmonic_beta_r`` is ``harmonic`` with ``detach_factors="beta_r"``),
 lets Ultralytics validate every ``--eval-every`` epochs and at the end, and scores the final
 ``val(save_json=True, conf=0.001)`` ``predictions.json`` of ``last.pt`` with the package's COCO
@@ -52,6 +52,7 @@ from harmonicdet.data.yolo import write_yolo_dataset
 from harmonicdet.engine.evaluate import coco_metrics
 from harmonicdet.engine.study import STATE_ACTIONS, add_train_seconds, record_run, refuse_other_settings
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
+from harmonicdet.models.presets import HarmonicOptions
 from harmonicdet.provenance import record_sitting
 
 _FACTOR_KEYS = ("beta_c", "beta_c_bce", "beta_c_ceiling", "beta_c_gains_inside", "beta_r", "beta_r_std",
@@ -63,12 +64,20 @@ _DETACHABLE = ("beta_r", "beta_c")
 def variant_loss(variant: str) -> Tuple[str, Dict[str, Any]]:
     """A variant's loss preset and options: ``PRESET``, or ``PRESET_beta_r`` / ``PRESET_beta_c`` for that preset
     with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``.
-    The preset is validated by :func:`harmonicdet.integrations.ultralytics.loss_options`."""
+    :func:`variant_options` validates them."""
     for factor in _DETACHABLE:
         preset = variant[: -len(factor) - 1]
         if variant.endswith(f"_{factor}") and preset != "standard":
             return preset, {"detach_factors": factor}
     return variant, {}
+
+
+def variant_options(variant: str) -> Optional[HarmonicOptions]:
+    """The validated options of a variant (``None`` for ``standard``, Ultralytics' own loss)."""
+    from harmonicdet.integrations.ultralytics import loss_options
+
+    preset, options = variant_loss(variant)
+    return loss_options(preset, **options)
 
 
 @dataclass(frozen=True)
@@ -293,7 +302,7 @@ def bench_steps(model_yaml: str, variants: Sequence[str], reps: int, imgsz: int,
     import torch
     from ultralytics.cfg import get_cfg
 
-    from harmonicdet.integrations.ultralytics import HarmonicDetectionModel, build_criterion, loss_options
+    from harmonicdet.integrations.ultralytics import HarmonicDetectionModel, build_criterion
 
     torch.manual_seed(0)
     model = HarmonicDetectionModel(model_yaml, nc=10, verbose=False)
@@ -303,10 +312,7 @@ def bench_steps(model_yaml: str, variants: Sequence[str], reps: int, imgsz: int,
     centres, sizes = 0.2 + 0.6 * torch.rand(batch * 4, 2), 0.12 + 0.32 * torch.rand(batch * 4, 2)
     data = {"img": img, "batch_idx": torch.arange(batch).repeat_interleave(4).float(),
             "cls": torch.randint(0, 10, (batch * 4, 1)).float(), "bboxes": torch.cat([centres, sizes], 1)}
-    criteria = {}
-    for v in variants:
-        preset, options = variant_loss(v)
-        criteria[v] = build_criterion(model, loss_options(preset, **options))
+    criteria = {v: build_criterion(model, variant_options(v)) for v in variants}
     step: Dict[str, List[float]] = {v: [] for v in variants}
     loss_only: Dict[str, List[float]] = {v: [] for v in variants}
     for rep in range(reps + 2):
@@ -372,11 +378,8 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
     (``None`` with ``args.no_report``: training and records only)."""
     import torch
 
-    from harmonicdet.integrations.ultralytics import loss_options
-
     for variant in args.variants:  # a bad preset is refused before anything is written
-        preset, options = variant_loss(variant)
-        loss_options(preset, **options)
+        variant_options(variant)
     torch.set_num_threads(args.threads)
     out, runs = Path(args.out), Path(args.runs)
     data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
