@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -52,8 +53,14 @@ def test_a_resumed_run_neither_repeats_nor_loses_an_evaluation(scenes, tmp_path,
     out = train(config, show_progress=False)
     first = _history(out)
     assert [r["iteration"] for r in first] == [1, 2, 3, 4]
-    shutil.copy(out / "at2.pt", out / "last.pt")
+    # training time carries over from the checkpoint: 1000 s stands for the killed sitting's
+    checkpoint = torch.load(out / "at2.pt", weights_only=False)
+    assert 0 < checkpoint["train_seconds"] < torch.load(out / "last.pt", weights_only=False)["train_seconds"]
+    torch.save({**checkpoint, "train_seconds": 1000.0}, out / "last.pt")
+    started = time.perf_counter()
     train(config, resume=True, show_progress=False)
+    sitting = time.perf_counter() - started
+    assert 1000.0 < torch.load(out / "last.pt", weights_only=False)["train_seconds"] < 1000.0 + sitting
     second = _history(out)
     assert [r["iteration"] for r in second] == [1, 2, 3, 4]
     # the re-evaluated iterations give the same metrics: same weights, same subset

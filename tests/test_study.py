@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from harmonicdet.engine import study as study_module
@@ -180,6 +181,7 @@ def test_an_interrupted_run_resumes_instead_of_restarting(tmp_path, scenes):
     process.wait()
     assert (run_dir / "last.pt").exists() and not (run_dir / "model_final.pt").exists()
     before = (run_dir / "metrics.jsonl").read_text().splitlines()
+    killed_seconds = torch.load(run_dir / "last.pt", weights_only=False)["train_seconds"]
     run = load_study(path).runs[0]
     assert run_state(run) == "interrupted"
 
@@ -192,3 +194,6 @@ def test_an_interrupted_run_resumes_instead_of_restarting(tmp_path, scenes):
     kept = [line for line in before if json.loads(line)["iteration"] <= 2]
     assert after[:len(kept)] == kept  # the records before the checkpoint are the first process's, not rewritten
     assert run_state(run) == "done"
+    # the killed sitting's training time up to its checkpoint counts
+    train_s = json.loads((run.record / "study_timing.json").read_text())["train_s"]
+    assert train_s == torch.load(run_dir / "last.pt", weights_only=False)["train_seconds"] > killed_seconds > 0

@@ -434,6 +434,10 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
         assert record["metrics"] == evaluated["metrics"] and set(record["metrics"]) >= {"AP", "AP75"}
         sittings = json.loads((folder / "provenance.json").read_text())["sittings"]
         assert [s["start_iteration"] for s in sittings] == ([0, 2] if "standard" in name else [0])
+        # training time sums the epochs of every sitting, the interrupted one's first epoch included
+        epochs = [json.loads(line) for line in (folder / "epochs.jsonl").read_text().splitlines()]
+        assert [e["epoch"] for e in epochs] == [1, 2] and all(e["train_seconds"] > 0 for e in epochs)
+        assert record["train_s"] == pytest.approx(sum(e["train_seconds"] for e in epochs))
     assert "reversed_frac" in records["yolov8n-harmonic-s0"]["late_stats"]
     assert "reversed_frac" not in records["yolov8n-standard-s0"]["late_stats"]  # Ultralytics' own loss
     groups = {g["variant"]: g for g in summary["groups"]}

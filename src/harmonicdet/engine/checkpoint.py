@@ -76,8 +76,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler, scaler, iteration: int,
-                    epoch: int, batch_in_epoch: int, config: Dict[str, Any]) -> None:
-    """Model, optimiser, scheduler, AMP scaler, RNG states and position in the data order."""
+                    epoch: int, batch_in_epoch: int, config: Dict[str, Any], train_seconds: float) -> None:
+    """Model, optimiser, scheduler, AMP scaler, RNG states, position in the data order and ``train_seconds``, the
+    wall-clock seconds of training up to ``iteration`` summed over the sittings that produced it."""
     atomic_torch_save(
         {
             "model": model.state_dict(),
@@ -89,6 +90,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer, scheduler,
             "batch_in_epoch": batch_in_epoch,
             "rng": rng_state(),
             "config": config,
+            "train_seconds": train_seconds,
         },
         path,
     )

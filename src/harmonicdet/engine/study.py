@@ -23,7 +23,8 @@ each group expands to one run per (arch, seed)::
 (weights and data order); the data are the same for every run.
 
 Run records: a finished run's evidence (no weights) is copied to
-``report_dir/runs/<name>/``: ``config.yaml``, ``provenance.json``, ``study_timing.json``,
+``report_dir/runs/<name>/``: ``config.yaml``, ``provenance.json``, ``study_timing.json`` (training
+seconds, including periodic evaluation, up to the last checkpoint of each sitting),
 ``eval_history.jsonl``, ``eval.json`` and, gzipped, ``metrics.jsonl`` and ``results.json``
 (about 0.5 MB a run). The report reads only these records, so a study kept in git
 continues on another machine, or in a later sitting, without the run folders.
@@ -40,7 +41,6 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from harmonicdet.engine.builders import build_datasets, coco_ground_truth
-from harmonicdet.engine.checkpoint import LAST
+from harmonicdet.engine.checkpoint import LAST, load_checkpoint
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
@@ -58,8 +58,8 @@ _STUDY_FIELDS = {"name", "output_dir", "report_dir", "baseline", "bootstrap", "s
 _ARCH_FIELDS = {"config", "set"}
 _RUN_FIELDS = {"variant", "loss", "arch", "seeds", "set"}
 # eval.json last: a record is complete once it exists
-RECORD_FILES = ("config.yaml", "provenance.json", "study_timing.json", "eval_history.jsonl", "metrics.jsonl",
-                "results.json", "eval.json")
+RECORD_FILES = ("config.yaml", "provenance.json", "study_timing.json", "eval_history.jsonl", "epochs.jsonl",
+                "metrics.jsonl", "results.json", "eval.json")
 COMPRESSED_RECORD_FILES = ("metrics.jsonl", "results.json")
 # what a (re)run does with a run in each state of run_state, as the progress lines say it
 STATE_ACTIONS = {"done": "finished, skipped", "evaluated": "recording", "trained": "evaluating",
@@ -198,7 +198,7 @@ def record_run(directory: Path, record: Path) -> None:
     for name in RECORD_FILES:
         source = directory / name
         if not source.is_file():
-            continue  # e.g. no eval_history.jsonl without eval.every, no study_timing.json for a run trained alone
+            continue  # e.g. no eval_history.jsonl without eval.every, epochs.jsonl outside yolo-study
         if name in COMPRESSED_RECORD_FILES:  # mtime=0: the same run gives the same bytes
             write_bytes_atomic(gzip.compress(source.read_bytes(), mtime=0), record / f"{name}.gz")
         else:
@@ -209,19 +209,17 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def add_train_seconds(directory: Path, seconds: float, *, resumed: bool) -> None:
-    """Add one sitting's training time to ``directory/study_timing.json`` (started afresh unless ``resumed``)."""
-    path = directory / "study_timing.json"
-    previous = json.loads(path.read_text())["train_s"] if resumed and path.is_file() else 0.0
-    write_json_atomic({"train_s": previous + seconds}, path)
+def write_train_seconds(directory: Path, seconds: float) -> None:
+    """``directory/study_timing.json``: a run's training seconds, summed over the sittings that trained it."""
+    write_json_atomic({"train_s": seconds}, directory / "study_timing.json")
 
 
 def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> None:
     """Bring one run from ``state`` (see :func:`run_state`) to ``done``."""
     if state in ("new", "interrupted"):
-        started = time.perf_counter()
         train(run.config, resume=state == "interrupted", show_progress=show_progress)
-        add_train_seconds(run.directory, time.perf_counter() - started, resumed=state == "interrupted")
+        # kept in last.pt, so a sitting that was stopped counts up to its last checkpoint
+        write_train_seconds(run.directory, load_checkpoint(run.directory / LAST)["train_seconds"])
     if state in ("new", "interrupted", "trained"):
         evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
     if state != "done":

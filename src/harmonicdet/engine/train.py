@@ -216,12 +216,13 @@ def _record(model: torch.nn.Module, iteration: int, epoch: int, loss: torch.Tens
 
 
 def _checkpoint(path: Optional[Path], model: torch.nn.Module, opt: _Optimisation, config: Config, iteration: int,
-                epoch: int, batch_index: int, end_of_epoch: bool) -> None:
+                epoch: int, batch_index: int, end_of_epoch: bool, train_seconds: float) -> None:
     """``last.pt`` (rank 0: ``path`` set) pointing at the batch after ``batch_index``; every rank waits for it."""
     next_epoch, next_skip = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
     if path is not None:
         save_checkpoint(path, model=model, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler,
-                        iteration=iteration, epoch=next_epoch, batch_in_epoch=next_skip, config=config)
+                        iteration=iteration, epoch=next_epoch, batch_in_epoch=next_skip, config=config,
+                        train_seconds=train_seconds)
     dist_utils.barrier()
 
 
@@ -264,6 +265,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                         enabled=show_progress and is_main)
     train_model.train()
     iteration = start_iter
+    # a checkpoint written before training time was kept counts its sittings as 0 s
+    seconds_before, sitting_start = (checkpoint or {}).get("train_seconds", 0.0), time.perf_counter()
     try:
         while iteration < max_iters:
             for batch_index, (images, targets) in enumerate(_loader(train_set, sampler, config, epoch, skip),
@@ -283,7 +286,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                     periodic(iteration)
                 if iteration % every == 0 or end_of_epoch or iteration == max_iters:
                     _checkpoint(out / LAST if is_main else None, model, opt, config, iteration, epoch, batch_index,
-                                end_of_epoch)
+                                end_of_epoch, seconds_before + time.perf_counter() - sitting_start)
                 if iteration >= max_iters:
                     break
             epoch, skip = epoch + 1, 0

@@ -18,7 +18,9 @@ A finished run is recorded in ``OUT/runs/<model stem>-<variant>-s<seed>/``, the 
 * ``eval_history.jsonl``: Ultralytics' validation of the EMA weights at the iteration ending each
   evaluated epoch (``AP`` = its mAP50-95, ``AP50``, ``AP75``: its evaluator, not COCO's; no Spearman);
 * ``results.json.gz`` and ``eval.json``: the final predictions, their COCO AP and consistency report;
-* ``provenance.json`` (every sitting's version and commit), ``study_timing.json`` (training seconds);
+* ``epochs.jsonl``: each epoch's training seconds (validation excluded) and mean criterion statistics;
+* ``provenance.json`` (every sitting's version and commit), ``study_timing.json`` (the sum of the
+  epochs' training seconds, over every sitting);
 * ``factors.json``: per-epoch means of the criterion's statistics and the last epoch's
   :func:`factor_measurement`.
 
@@ -50,7 +52,7 @@ from harmonicdet.analysis.study_report import markdown_grid, write_report
 from harmonicdet.data import CocoDetectionDataset, make_scenes
 from harmonicdet.data.yolo import write_yolo_dataset
 from harmonicdet.engine.evaluate import coco_metrics
-from harmonicdet.engine.study import STATE_ACTIONS, add_train_seconds, record_run, refuse_other_settings
+from harmonicdet.engine.study import STATE_ACTIONS, record_run, refuse_other_settings, write_train_seconds
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 from harmonicdet.models.presets import HarmonicOptions
 from harmonicdet.provenance import record_sitting
@@ -224,7 +226,6 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
     common = dict(imgsz=settings.imgsz, batch=settings.batch, workers=0, device=settings.device, plots=False,
                   verbose=False)
     if state in ("new", "interrupted"):
-        started = time.perf_counter()
         if state == "interrupted":  # with the loss stored in the checkpoint
             model = YOLO(str(last))
             logger.attach(model)
@@ -236,7 +237,8 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
             model.train(data=str(data_yaml), trainer=HarmonicDetectionTrainer.with_options(preset, **options),
                         epochs=settings.epochs, seed=settings.seed, deterministic=True, project=str(runs.resolve()),
                         name=settings.name, exist_ok=True, val=False, pretrained=False, **common)
-        add_train_seconds(directory, time.perf_counter() - started, resumed=state == "interrupted")
+        # from the epochs' log, which a resume cuts back to its checkpoint: a stopped sitting's epochs count
+        write_train_seconds(directory, sum(r["train_seconds"] for r in read_jsonl(directory / "epochs.jsonl")))
         if logger.anchors:
             torch.save({k: torch.cat([a[k] for a in logger.anchors]).half() for k in logger.anchors[0]},
                        directory / "last_epoch_anchors.pt")
