@@ -402,8 +402,13 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
     out, runs = tmp_path / "report", tmp_path / "runs"
     argv = ["yolo-study", "--out", str(out), "--runs", str(runs), "--data", str(tmp_path / "data"), "--epochs", "2",
             "--eval-every", "1", "--train-images", "16", "--val-images", "8", "--imgsz", "64", "--batch", "8",
-            "--bootstrap", "20"]
-    original = RunLogger.on_fit_epoch_end
+            "--bootstrap", "20", "--threads", "2"]
+    original, original_epoch_end = RunLogger.on_fit_epoch_end, RunLogger.on_train_epoch_end
+    threads = []  # torch's thread count in each epoch: --threads, not Ultralytics' CPU count - 1
+
+    def count_threads(self, trainer):
+        threads.append(torch.get_num_threads())
+        original_epoch_end(self, trainer)
 
     def interrupt_after_first_epoch(self, trainer):  # after its validation and last.pt, like a kill then
         original(self, trainer)
@@ -411,6 +416,7 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
             raise _Interrupt
 
     monkeypatch.setattr(RunLogger, "on_fit_epoch_end", interrupt_after_first_epoch)
+    monkeypatch.setattr(RunLogger, "on_train_epoch_end", count_threads)
     with pytest.raises(_Interrupt):
         cli_main(argv)
     monkeypatch.setattr(RunLogger, "on_fit_epoch_end", original)
@@ -418,6 +424,7 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
     assert cli_main(argv + ["--no-report"]) == 0  # as one lane of scripts/yolo_study_lanes.sh
     assert "yolov8n-standard-s0: resuming" in capsys.readouterr().out
     assert audit.calls == []
+    assert threads == [2] * 4  # standard's epochs 1 and 2 (resumed), harmonic's 1 and 2
     assert not (out / "summary.json").exists() and (out / "runs" / "yolov8n-harmonic-s0" / "eval.json").is_file()
     assert cli_main(argv) == 0  # the report from the records: nothing trains
     assert capsys.readouterr().out.count("finished, skipped") == 2

@@ -125,10 +125,11 @@ def run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
 
 class RunLogger:
     """Ultralytics callbacks that write a run's ``metrics.jsonl``, ``eval_history.jsonl`` and ``epochs.jsonl``,
-    validate every ``eval_every`` epochs, and keep the last epoch's foreground anchors."""
+    validate every ``eval_every`` epochs, keep the last epoch's foreground anchors, and train with ``threads`` torch
+    threads (Ultralytics' device selection sets its own count, the CPU count - 1)."""
 
-    def __init__(self, directory: Path, eval_every: int) -> None:
-        self.directory, self.eval_every = directory, eval_every
+    def __init__(self, directory: Path, eval_every: int, threads: int) -> None:
+        self.directory, self.eval_every, self.threads = directory, eval_every, threads
         self.batches = self.iteration = 0
         self.tick = self.epoch_start = 0.0
         self.validating = False  # whether Ultralytics validates the epoch now ending
@@ -136,9 +137,15 @@ class RunLogger:
         self.anchors: List[Dict[str, Any]] = []
 
     def attach(self, model: Any) -> None:
+        model.add_callback("on_pretrain_routine_start", self.set_threads)  # after the trainer selected the device
         for event in ("on_train_start", "on_train_epoch_start", "on_train_batch_end", "on_train_epoch_end",
                       "on_fit_epoch_end"):
             model.add_callback(event, getattr(self, event))
+
+    def set_threads(self, _component: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
 
     def _append(self, name: str, record: Mapping[str, Any]) -> None:
         with (self.directory / name).open("a", encoding="utf-8") as f:
@@ -206,8 +213,10 @@ def prepare_data(folder: Path, num_train: int, num_val: int) -> Path:
     return yaml_path
 
 
-def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: Path, *, say=print) -> None:
-    """Bring one run to ``done``: train (or resume) it, evaluate ``last.pt`` and write its record."""
+def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: Path, *, threads: int,
+                say=print) -> None:
+    """Bring one run to ``done``: train (or resume) it with ``threads`` torch threads, evaluate ``last.pt`` and
+    write its record."""
     import torch
 
     from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer
@@ -222,7 +231,7 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(settings.dump(), directory / "config.yaml")
     last = directory / "weights" / "last.pt"
-    logger = RunLogger(directory, settings.eval_every)
+    logger = RunLogger(directory, settings.eval_every, threads)
     common = dict(imgsz=settings.imgsz, batch=settings.batch, workers=0, device=settings.device, plots=False,
                   verbose=False)
     if state in ("new", "interrupted"):
@@ -242,7 +251,9 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
         if logger.anchors:
             torch.save({k: torch.cat([a[k] for a in logger.anchors]).half() for k in logger.anchors[0]},
                        directory / "last_epoch_anchors.pt")
-    metrics = YOLO(str(last)).val(data=str(data_yaml), save_json=True, conf=0.001, project=str(runs.resolve()),
+    evaluated = YOLO(str(last))
+    evaluated.add_callback("on_val_start", logger.set_threads)  # after the validator selected the device
+    metrics = evaluated.val(data=str(data_yaml), save_json=True, conf=0.001, project=str(runs.resolve()),
                                   name=f"{settings.name}-val", exist_ok=True, **common)
     predictions = json.loads((Path(metrics.save_dir) / "predictions.json").read_text(encoding="utf-8"))
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
@@ -392,7 +403,7 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
     for settings in planned:  # every run's settings are checked before any trains
         run_state(settings, runs / settings.name, out / "runs" / settings.name)
     for settings in planned:
-        execute_run(settings, data_yaml, runs, out / "runs" / settings.name, say=say)
+        execute_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
     if args.no_report:
         return None
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
