@@ -254,7 +254,7 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
     evaluated = YOLO(str(last))
     evaluated.add_callback("on_val_start", logger.set_threads)  # after the validator selected the device
     metrics = evaluated.val(data=str(data_yaml), save_json=True, conf=0.001, project=str(runs.resolve()),
-                                  name=f"{settings.name}-val", exist_ok=True, **common)
+                            name=f"{settings.name}-val", exist_ok=True, **common)
     predictions = json.loads((Path(metrics.save_dir) / "predictions.json").read_text(encoding="utf-8"))
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
     write_json_atomic(predictions, directory / "results.json")
