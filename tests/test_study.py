@@ -16,7 +16,8 @@ import yaml
 
 from harmonicdet.engine import study as study_module
 from harmonicdet.engine.builders import scenes_paths
-from harmonicdet.engine.study import load_study, run_state, run_study
+from harmonicdet.engine.study import load_study, round_figures, run_state, run_study
+from harmonicdet.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,6 +118,11 @@ def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, m
     assert runs["fcos-harmonicdet-s0"]["dir"] == str(record)
     with gzip.open(record / "results.json.gz", "rt") as f:
         assert json.load(f) == json.loads((tmp_path / "out" / "runs" / "fcos-harmonicdet-s0" / "results.json").read_text())
+    # the per-batch log is recorded to 5 significant figures; the run folder keeps it whole
+    logged = read_jsonl(tmp_path / "out" / "runs" / "fcos-harmonicdet-s0" / "metrics.jsonl")
+    recorded = read_jsonl(record / "metrics.jsonl")
+    assert len(recorded) == len(logged) > 0 and recorded[-1].keys() == logged[-1].keys()
+    assert recorded[-1]["loss"] == float(f"{logged[-1]['loss']:.5g}") != logged[-1]["loss"]
     # a run evaluated without its record (e.g. by an older version) is recorded by the report
     shutil.rmtree(record)
     assert run_state(load_study(path).runs[1]) == "evaluated"
@@ -127,6 +133,13 @@ def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, m
     later = run_study(path, show_progress=False)
     assert capsys.readouterr().err.count("finished, skipped") == 2
     assert later["groups"] == summary["groups"] and later["runs"] == summary["runs"]
+
+
+def test_round_figures_rounds_every_float_and_keeps_the_rest():
+    value = {"loss": 3.0163655281066895, "num_fg": 578.0, "iteration": 25000, "ok": True, "name": "fcos",
+             "stats": [0.00012345678, {"beta_r": 0.8873794674873352}], "none": None}
+    assert round_figures(value, 4) == {"loss": 3.016, "num_fg": 578.0, "iteration": 25000, "ok": True, "name": "fcos",
+                                       "stats": [0.0001235, {"beta_r": 0.8874}], "none": None}
 
 
 def test_the_shipped_study_expands_to_valid_runs():

@@ -25,9 +25,10 @@ each group expands to one run per (arch, seed)::
 Run records: a finished run's evidence (no weights) is copied to
 ``report_dir/runs/<name>/``: ``config.yaml``, ``provenance.json``, ``study_timing.json`` (training
 seconds, including periodic evaluation, up to the last checkpoint of each sitting),
-``eval_history.jsonl``, ``eval.json`` and, gzipped, ``metrics.jsonl`` and ``results.json``
-(about 0.5 MB a run). The report reads only these records, so a study kept in git
-continues on another machine, or in a later sitting, without the run folders.
+``eval_history.jsonl``, ``eval.json`` and, gzipped, ``metrics.jsonl`` (its numbers to
+:data:`LOG_SIGNIFICANT_FIGURES` significant figures) and ``results.json`` (about 0.5 MB a run).
+The report reads only these records, so a study kept in git continues on another machine, or
+in a later sitting, without the run folders.
 
 Resuming: a run with a record is skipped; one whose folder has ``eval.json`` is only
 recorded; one with ``model_final.pt`` is evaluated; one with ``last.pt`` continues from
@@ -52,7 +53,7 @@ from harmonicdet.engine.checkpoint import LAST, load_checkpoint
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
-from harmonicdet.io import write_bytes_atomic, write_json_atomic
+from harmonicdet.io import read_jsonl, write_bytes_atomic, write_json_atomic
 
 _STUDY_FIELDS = {"name", "output_dir", "report_dir", "baseline", "bootstrap", "set", "archs", "runs"}
 _ARCH_FIELDS = {"config", "set"}
@@ -61,6 +62,8 @@ _RUN_FIELDS = {"variant", "loss", "arch", "seeds", "set"}
 RECORD_FILES = ("config.yaml", "provenance.json", "study_timing.json", "eval_history.jsonl", "epochs.jsonl",
                 "metrics.jsonl", "results.json", "eval.json")
 COMPRESSED_RECORD_FILES = ("metrics.jsonl", "results.json")
+# a per-batch log's record keeps 5 figures: a 200-epoch YOLO run's 25 000 batch records stay under 2 MB gzipped
+LOG_SIGNIFICANT_FIGURES = 5
 # what a (re)run does with a run in each state of run_state, as the progress lines say it
 STATE_ACTIONS = {"done": "finished, skipped", "evaluated": "recording", "trained": "evaluating",
                  "interrupted": "resuming", "new": "training"}
@@ -192,17 +195,33 @@ def refuse_other_settings(name: str, settings: str, folders: Sequence[Path]) -> 
                              f"remove {folder} to rerun it, or ask for the settings it was made with")
 
 
+def round_figures(value: Any, figures: int) -> Any:
+    """``value`` (a JSON value) with every float rounded to ``figures`` significant figures."""
+    if isinstance(value, float):
+        return float(f"{value:.{figures}g}")
+    if isinstance(value, dict):
+        return {key: round_figures(item, figures) for key, item in value.items()}
+    if isinstance(value, list):
+        return [round_figures(item, figures) for item in value]
+    return value
+
+
 def record_run(directory: Path, record: Path) -> None:
     """Copy an evaluated run's evidence (:data:`RECORD_FILES`) from its ``directory`` to its ``record`` folder,
-    the large logs gzipped and ``eval.json`` last, so that an interrupted copy is never taken for a record."""
+    the large logs gzipped (``metrics.jsonl`` to :data:`LOG_SIGNIFICANT_FIGURES` significant figures; the run
+    folder keeps it whole) and ``eval.json`` last, so that an interrupted copy is never taken for a record."""
     for name in RECORD_FILES:
         source = directory / name
         if not source.is_file():
             continue  # e.g. no eval_history.jsonl without eval.every, epochs.jsonl outside yolo-study
+        data = source.read_bytes()
+        if name == "metrics.jsonl":
+            data = "".join(json.dumps(round_figures(entry, LOG_SIGNIFICANT_FIGURES)) + "\n"
+                           for entry in read_jsonl(source)).encode("utf-8")
         if name in COMPRESSED_RECORD_FILES:  # mtime=0: the same run gives the same bytes
-            write_bytes_atomic(gzip.compress(source.read_bytes(), mtime=0), record / f"{name}.gz")
+            write_bytes_atomic(gzip.compress(data, mtime=0), record / f"{name}.gz")
         else:
-            write_bytes_atomic(source.read_bytes(), record / name)
+            write_bytes_atomic(data, record / name)
 
 
 def _say(text: str) -> None:
