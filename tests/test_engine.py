@@ -70,7 +70,9 @@ def test_schedules_warm_up_then_decay():
         optimizer = build_optimizer(model, dict(cfg, optimizer=name))
         scheduler = build_scheduler(optimizer, cfg)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg["lr"] * 0.1)
+        optimizer.step()  # a training step's order: the optimiser, then the schedule
         scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg["lr"] * lr_factor(1, cfg))
     with pytest.raises(ValueError, match="optimizer"):
         build_optimizer(model, dict(cfg, optimizer="rmsprop"))
 
