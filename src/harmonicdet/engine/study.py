@@ -214,10 +214,11 @@ def record_run(directory: Path, record: Path) -> None:
         source = directory / name
         if not source.is_file():
             continue  # e.g. no eval_history.jsonl without eval.every, epochs.jsonl outside yolo-study
-        data = source.read_bytes()
         if name == "metrics.jsonl":
             data = "".join(json.dumps(round_figures(entry, LOG_SIGNIFICANT_FIGURES)) + "\n"
                            for entry in read_jsonl(source)).encode("utf-8")
+        else:
+            data = source.read_bytes()
         if name in COMPRESSED_RECORD_FILES:  # mtime=0: the same run gives the same bytes
             write_bytes_atomic(gzip.compress(data, mtime=0), record / f"{name}.gz")
         else:
