@@ -21,7 +21,7 @@ log_dir=${LOG_DIR:-runs/lane_logs}
 running=$(( lanes < ${#names[@]} ? lanes : ${#names[@]} ))
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / running > 0 ? $(nproc) / running : 1 ))}
 mkdir -p "$log_dir"
-for ((lane = 0; lane < lanes && lane < ${#names[@]}; lane++)); do
+for ((lane = 0; lane < running; lane++)); do
   own=()
   for ((i = lane; i < ${#names[@]}; i += lanes)); do own+=("${names[$i]}"); done
   if [ "$limit" -gt 0 ]; then stop=(timeout -s TERM "$limit"); else stop=(); fi
