@@ -8,12 +8,16 @@
 set -euo pipefail
 study=$1; lanes=${2:-9}; limit=${3:-0}
 python=${PYTHON:-python3}
-mapfile -t names < <("$python" -c "
+# a command substitution, not <(...): a Python that is missing or fails stops the script (set -e)
+# instead of reading as "no unfinished runs"
+unfinished=$("$python" -c "
 import sys
 from harmonicdet.engine.study import load_study, run_state
 for run in load_study(sys.argv[1]).runs:
     if run_state(run) != 'done':
         print(run.name)" "$study")
+mapfile -t names <<< "$unfinished"
+[ -z "$unfinished" ] && names=()
 [ ${#names[@]} -eq 0 ] && { echo "every run of $study is done"; exit 0; }
 log_dir=${LOG_DIR:-runs/lane_logs}
 # torch's default of one thread per core in every lane oversubscribes the cores (2 Faster R-CNN lanes on
