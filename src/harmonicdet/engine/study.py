@@ -6,7 +6,7 @@ each group expands to one run per (arch, seed)::
 
     name: scenes
     output_dir: runs/study_scenes        # one folder per run, under runs/
-    report_dir: docs/results/scenes      # summary.json, summary.md, plots/
+    report_dir: studies/scenes      # summary.json, summary.md, plots/
     baseline: standard                   # the variant every other one is compared with
     bootstrap: {samples: 500, seed: 0}
     set: ["train.max_iters=600"]          # overrides of every run (``--set`` syntax)

@@ -21,7 +21,7 @@ normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k 
 
 * ``L_cls = sum_k [BCE(x_k, t_k) - H(t_k)]`` = KL(t || sigmoid(x)), the BCE minus its
   minimum, the targets' binary entropy ``H``. Against a soft target BCE never reaches 0, so
-  ``exp(-BCE)`` stays below ``exp(-H(t))`` however good the prediction (docs/results/yolo/first_measurements:
+  ``exp(-BCE)`` stays below ``exp(-H(t))`` however good the prediction (studies/yolo/first_measurements:
   on the scenes that ceiling averages well below 1); ``exp(-KL)`` is 1 when the prediction
   equals the target, as ``exp(-CE) = p`` is for the paper's one-hot targets.
 * ``L_loc = (box_gain * box + dfl_gain * (dfl - H_dfl) [+ alpha * box_gain * HIoU]) / G``,
@@ -32,7 +32,7 @@ normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k 
 ``beta_c = exp(-L_cls)`` (or with ``beta_c_mode="prob"`` the sigmoid probability of the
 assigned class), ``beta_r = exp(-L_loc)``: **the gains sit outside the exponentials**. With
 them inside (``exp(-7.5 (1 - CIoU) - ...)``) ``beta_r`` is near 0 for all but perfect
-boxes and the coupling vanishes (measured in docs/results/yolo/first_measurements). Then, by
+boxes and the coupling vanishes (measured in studies/yolo/first_measurements). Then, by
 :func:`harmonicdet.losses.harmonic_terms` (gradients through the factors unless
 ``detach_factors``), the terms Ultralytics sums become
 

@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> None:
         description="Train YOLO from random init on the Fashion-MNIST scenes with Ultralytics' loss and the Harmonic "
                     "loss, record each finished run under OUT/runs (resumable across sittings) and write the study "
                     "report (summary.json, summary.md, plots) and factors.md to OUT.")
-    p.add_argument("--out", default="docs/results/yolo", help="records and report (default docs/results/yolo)")
+    p.add_argument("--out", default="studies/yolo", help="records and report (default studies/yolo)")
     p.add_argument("--runs", default="runs/yolo_study", help="run folders with weights (default runs/yolo_study)")
     p.add_argument("--data", default="data/yolo_scenes", help="scenes + YOLO layout (default data/yolo_scenes)")
     p.add_argument("--model", default="yolov8n.yaml", help="Ultralytics model yaml (default yolov8n.yaml)")
