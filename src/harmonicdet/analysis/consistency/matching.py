@@ -37,12 +37,12 @@ def match_detections(det_boxes: ArrayLike, det_image: ArrayLike, det_category: A
     Detections and objects are grouped by ``(image, category)`` key with one sort;
     each detection is compared with the (padded) block of objects of its group, in
     chunks of at most ``2e6`` pairs -- no Python loop per detection or per image.
+    Inputs are numpy arrays, torch tensors (any device) or sequences.
 
     Args:
         det_boxes: [D, 4] ``xyxy``; det_image, det_category: [D] integer keys (any ints).
         gt_boxes: [G, 4] ``xyxy``; gt_image, gt_category: [G] keys in the same spaces;
         gt_crowd: [G] bool (COCO ``iscrowd``; default all False).
-        Numpy arrays, torch tensors (any device) or sequences.
 
     Returns:
         ``(iou [D] float64, gt_index [D] int64, ignored [D] bool)``: ``iou`` is the best
