@@ -1,146 +1,31 @@
-"""The Harmonic loss in Ultralytics YOLO training (YOLOv8, YOLO11, YOLO26), offline.
+"""The Harmonic loss as an Ultralytics criterion: :class:`HarmonicDetectionLoss` and :func:`build_criterion`.
 
-Usage (``pip install "harmonicdet[ultralytics]"``)::
-
-    from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer   # before ultralytics
-    from ultralytics import YOLO
-    YOLO("yolo11n.yaml").train(data="data.yaml", trainer=HarmonicDetectionTrainer, epochs=100)
-    # options: a trainer class that carries them (Ultralytics refuses unknown train() keys)
-    trainer = HarmonicDetectionTrainer.with_options("harmonicdet", detach_factors=True, tc_margin=0.3)
-
-Nothing of Ultralytics is patched: the trainer's ``get_model`` returns
-:class:`HarmonicDetectionModel`, a ``DetectionModel`` whose ``init_criterion`` returns
-:class:`HarmonicDetectionLoss` (a ``v8DetectionLoss``), or for YOLO26's end-to-end head
-``E2ELoss(model, loss_fn=HarmonicDetectionLoss)``.
-
-**The loss.** Ultralytics' per-anchor terms, with TAL's soft targets ``t`` (the
-normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k t_k``:
-``cls = sum_k BCE(x_k, t_k)``, ``box = 1 - CIoU``, ``dfl`` (or YOLO26's ``l1``), summed as
-``cls_gain * sum_all cls / T + box_gain * sum_fg w box / T + dfl_gain * sum_fg w dfl / T``,
-``T = max(1, sum t)``. Eq. S-1 is applied per foreground anchor to
-
-* ``L_cls = sum_k [BCE(x_k, t_k) - H(t_k)]`` = KL(t || sigmoid(x)), the BCE minus its
-  minimum, the targets' binary entropy ``H``. Against a soft target BCE never reaches 0, so
-  ``exp(-BCE)`` stays below ``exp(-H(t))`` however good the prediction (studies/yolo/first_measurements:
-  on the scenes that ceiling averages well below 1); ``exp(-KL)`` is 1 when the prediction
-  equals the target, as ``exp(-CE) = p`` is for the paper's one-hot targets.
-* ``L_loc = (box_gain * box + dfl_gain * (dfl - H_dfl) [+ alpha * box_gain * HIoU]) / G``,
-  ``G`` the sum of those gains: the box loss as Ultralytics weighs its parts, but on the
-  scale of one unit-weight loss. DFL's two-bin soft target has the same entropy floor
-  ``H_dfl`` (mean over the 4 sides), removed likewise; YOLO26's L1 has none.
-
-``beta_c = exp(-L_cls)`` (or with ``beta_c_mode="prob"`` the sigmoid probability of the
-assigned class), ``beta_r = exp(-L_loc)``: **the gains sit outside the exponentials**. With
-them inside (``exp(-7.5 (1 - CIoU) - ...)``) ``beta_r`` is near 0 for all but perfect
-boxes and the coupling vanishes (measured in studies/yolo/first_measurements). Then, by
-:func:`harmonicdet.losses.harmonic_terms` (gradients through the factors unless
-``detach_factors``), the terms Ultralytics sums become
-
-* ``cls_loss = cls_gain * (sum_bg BCE + sum_fg [(1 + beta_r) L_cls + H(t)]) / T``,
-* ``box_loss + dfl_loss [+ hiou_loss] = sum_fg w [(1 + beta_c) G L_loc + dfl_gain H_dfl] / T``,
-  logged split by each part's share,
-* ``tc_loss = sum_fg TC(p, IoU) / T`` with ``tc_margin`` (gain 1).
-
-The entropies are constants: background anchors keep plain BCE, and with ``beta = 0`` every
-term is Ultralytics' own, so ``T`` and the gains keep their meaning. Preset ``"standard"``
-is Ultralytics' loss itself (``v8DetectionLoss`` / ``E2ELoss``), to the bit.
-
-**Offline.** Importing this module sets, unless already set, ``YOLO_OFFLINE=1`` (Ultralytics
-skips its import-time DNS probe and update checks), ``YOLO_AUTOINSTALL=0`` (no ``pip``
-subprocess) and ``YOLO_CONFIG_DIR=./runs/ultralytics-config`` (absolute; inside the
-``runs`` folder Ultralytics writes to by default, never ``$HOME`` silently; set it yourself
-to share one folder), then copies matplotlib's DejaVuSans.ttf there as ``Arial.ttf`` and
-``Arial.Unicode.ttf`` (Ultralytics' dataset check downloads them otherwise). Import it
-**before** ``ultralytics``: the variables are read when Ultralytics is imported. On a CUDA
-device the AMP check downloads ``yolo26n.pt``; without that file in Ultralytics' weights
-folder the trainer skips the check (a warning) and trains without AMP.
-
-**Checkpoints** hold the model as Ultralytics' own ``DetectionModel`` (plus a plain dict
-attribute ``harmonicdet_loss``), so they load in a process that never imported harmonicdet.
-``YOLO("last.pt").train(resume=True)`` without ``trainer=`` therefore resumes with
-Ultralytics' stock loss; ``train(resume=True, trainer=HarmonicDetectionTrainer)`` restores
-the harmonic loss with the checkpoint's options (a trainer with other explicit options is
-refused).
+The loss, term by term, is in :mod:`harmonicdet.integrations.ultralytics`'s docstring.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import shutil
-import sys
-import warnings
-from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-_ENV_DEFAULTS = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+import torch
+import torch.nn.functional as F
+from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
+from ultralytics.utils.metrics import bbox_iou
+from ultralytics.utils.tal import bbox2dist, make_anchors
 
+from harmonicdet.losses.harmonic_iou_loss import harmonic_iou_from_iou
+from harmonicdet.losses.harmonic_loss import harmonic_terms, reversed_fraction
+from harmonicdet.losses.task_contrast_loss import task_contrast_loss
+from harmonicdet.losses.options import HarmonicOptions
+from harmonicdet.models.presets import harmonic_options
 
-def _prepare_environment() -> None:
-    """Set the offline variables (unless set) before Ultralytics reads them at its import."""
-    if "ultralytics" in sys.modules and not all(k in os.environ for k in (*_ENV_DEFAULTS, "YOLO_CONFIG_DIR")):
-        warnings.warn("ultralytics was imported before harmonicdet.integrations.ultralytics: its import-time settings "
-                      "(YOLO_OFFLINE, YOLO_AUTOINSTALL, YOLO_CONFIG_DIR) may not be the offline ones; import "
-                      "harmonicdet.integrations.ultralytics first", RuntimeWarning, stacklevel=3)
-    for key, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path("runs", "ultralytics-config").resolve()))
+__all__ = ["DEFAULT_PRESET", "YOLO_PRESETS", "HarmonicDetectionLoss", "build_criterion", "criterion_stats",
+           "last_anchors", "loss_options"]
 
-
-_prepare_environment()
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel  # noqa: E402
-from ultralytics.utils import LOGGER, RANK, USER_CONFIG_DIR, WEIGHTS_DIR  # noqa: E402
-from ultralytics.utils.loss import E2ELoss, v8DetectionLoss  # noqa: E402
-from ultralytics.utils.metrics import bbox_iou  # noqa: E402
-from ultralytics.utils.tal import bbox2dist, make_anchors  # noqa: E402
-
-from harmonicdet.io import atomic_write  # noqa: E402
-from harmonicdet.losses.harmonic_iou_loss import harmonic_iou_from_iou  # noqa: E402
-from harmonicdet.losses.harmonic_loss import harmonic_terms, reversed_fraction  # noqa: E402
-from harmonicdet.losses.task_contrast_loss import task_contrast_loss  # noqa: E402
-from harmonicdet.models.presets import HarmonicOptions, harmonic_options  # noqa: E402
-
-__all__ = [
-    "HarmonicDetectionLoss",
-    "HarmonicDetectionModel",
-    "HarmonicDetectionTrainer",
-    "PRESETS",
-    "build_criterion",
-    "criterion_stats",
-    "ensure_fonts",
-    "last_anchors",
-    "loss_options",
-]
-
-PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet")
+YOLO_PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet")
 DEFAULT_PRESET = "harmonic"
 _REFUSED_OPTIONS = ("box_loss", "positive_weight")  # YOLO keeps its own box loss; no control preset here
-FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
-
-
-def ensure_fonts(config_dir: Optional[os.PathLike] = None) -> None:
-    """Copy matplotlib's DejaVuSans.ttf into Ultralytics' config folder as each of :data:`FONTS` that is missing.
-
-    Ultralytics' ``check_font`` looks there first and downloads the font otherwise.
-    """
-    import matplotlib
-
-    source = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
-    folder = Path(config_dir) if config_dir is not None else USER_CONFIG_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in FONTS:
-        target = folder / name
-        if not target.exists() and source.is_file():
-            # atomic, and a temporary file per process: a concurrent check_font or import never sees half a font
-            with open(source, "rb") as font, atomic_write(target, unique=True) as copy:
-                shutil.copyfileobj(font, copy)
-
-
-ensure_fonts()
 
 
 def loss_options(loss: str = DEFAULT_PRESET, **overrides: Any) -> Optional[HarmonicOptions]:
@@ -150,8 +35,8 @@ def loss_options(loss: str = DEFAULT_PRESET, **overrides: Any) -> Optional[Harmo
     ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``); ``box_loss`` is refused
     (YOLO keeps CIoU + DFL/L1), as are the presets ``qfl`` and ``standard_posweight``.
     """
-    if loss not in PRESETS:
-        raise ValueError(f"loss must be one of {PRESETS} for Ultralytics, got {loss!r}")
+    if loss not in YOLO_PRESETS:
+        raise ValueError(f"loss must be one of {YOLO_PRESETS} for Ultralytics, got {loss!r}")
     refused = sorted(set(overrides) & set(_REFUSED_OPTIONS))
     if refused:
         raise ValueError(f"option(s) {refused} are not available with Ultralytics (YOLO keeps its own box loss)")
@@ -373,103 +258,3 @@ def criterion_stats(model: torch.nn.Module) -> Dict[str, float]:
 def last_anchors(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The last batch's per-foreground-anchor factors of the model's criterion, on the CPU; ``{}`` before any."""
     return {k: v.cpu() for k, v in (getattr(_criterion(model), "last_anchors", None) or {}).items()}
-
-
-class HarmonicDetectionModel(DetectionModel):
-    """A ``DetectionModel`` whose ``init_criterion`` builds the harmonic criterion.
-
-    Args:
-        cfg, ch, nc, verbose: as ``DetectionModel``.
-        loss: ``{"loss": preset, **options}``, stored as the plain dict ``harmonicdet_loss``
-            (plain data, so pickled checkpoints need no harmonicdet).
-    """
-
-    def __init__(self, cfg="yolo11n.yaml", ch: int = 3, nc: Optional[int] = None, verbose: bool = True, *,
-                 loss: Optional[Mapping[str, Any]] = None) -> None:
-        spec = dict(loss) if loss is not None else {"loss": DEFAULT_PRESET}
-        _options_of(spec)  # validate before building the network
-        super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
-        self.harmonicdet_loss = spec
-
-    def init_criterion(self):
-        return build_criterion(self, _options_of(self.harmonicdet_loss))
-
-
-def _plain_class(model: torch.nn.Module) -> type:
-    """The first Ultralytics class in the model's MRO (``DetectionModel`` for :class:`HarmonicDetectionModel`)."""
-    for cls in type(model).__mro__:
-        if cls.__module__.split(".")[0] == "ultralytics":
-            return cls
-    return type(model)
-
-
-class HarmonicDetectionTrainer(DetectionTrainer):
-    """Ultralytics' ``DetectionTrainer`` training with the Harmonic loss (default preset ``"harmonic"``).
-
-    ``YOLO("yolo11n.yaml").train(data=..., trainer=HarmonicDetectionTrainer)``; options through
-    :meth:`with_options`. Checkpoints store a plain ``DetectionModel``; resuming with this
-    trainer restores the loss the checkpoint was trained with.
-    """
-
-    loss_spec: Mapping[str, Any] = {"loss": DEFAULT_PRESET}
-    explicit_options: bool = False
-
-    @classmethod
-    def with_options(cls, loss: str = DEFAULT_PRESET, **options: Any) -> type:
-        """A trainer class carrying a loss preset and options (validated now).
-
-        ``trainer=HarmonicDetectionTrainer.with_options("harmonicdet", detach_factors=True)``;
-        options as :func:`loss_options`. ``"standard"`` is Ultralytics' own loss (a control).
-        """
-        spec = _loss_spec(loss, options)
-        name = f"{cls.__name__}_{loss}"
-        return type(name, (cls,), {"loss_spec": spec, "explicit_options": True, "__module__": cls.__module__,
-                                   "__qualname__": name, "__doc__": f"{cls.__name__} with {spec}."})
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        ensure_fonts()
-        self.active_loss_spec: Dict[str, Any] = dict(self.loss_spec)
-        super().__init__(*args, **kwargs)
-
-    def get_model(self, cfg=None, weights=None, verbose: bool = True):
-        """A :class:`HarmonicDetectionModel`; on resume, with the loss stored in the checkpoint."""
-        if getattr(self, "resume", False) and weights is not None:
-            saved = getattr(weights, "harmonicdet_loss", None)
-            if saved is None:
-                raise ValueError("this checkpoint was trained with Ultralytics' stock loss; resume it without "
-                                 "trainer=HarmonicDetectionTrainer, or start a new run")
-            if self.explicit_options and dict(saved) != dict(self.loss_spec):
-                raise ValueError(f"the checkpoint was trained with {dict(saved)}, the trainer has "
-                                 f"{dict(self.loss_spec)}: resume with trainer=HarmonicDetectionTrainer")
-            self.active_loss_spec = dict(saved)
-        model = HarmonicDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"],
-                                       verbose=verbose and RANK == -1, loss=self.active_loss_spec)
-        model = self.set_model_names_for_load(model)
-        if weights:
-            model.load(weights)
-        if RANK in {-1, 0}:
-            LOGGER.info(f"harmonicdet: loss {self.active_loss_spec}")
-        return model
-
-    def _setup_train(self):
-        # check_amp() downloads yolo26n.pt on CUDA; offline without it, skip the check and train in fp32
-        if (os.environ.get("YOLO_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on", "y", "t"}
-                and self.device.type == "cuda" and self.args.amp not in (False, "fp32", "bf16")
-                and not (WEIGHTS_DIR / "yolo26n.pt").is_file()):
-            LOGGER.warning(f"harmonicdet: offline and {WEIGHTS_DIR / 'yolo26n.pt'} is missing, so Ultralytics' AMP "
-                           "check cannot run: training with amp=False (place the file there, or pass amp='bf16')")
-            self.args.amp = False
-        return super()._setup_train()
-
-    def save_model(self):
-        """Ultralytics' checkpoint, with the model saved as its Ultralytics class (loads without harmonicdet)."""
-        ema = self.ema.ema if getattr(self, "ema", None) is not None else None
-        if ema is None:
-            return super().save_model()
-        own = type(ema)
-        ema.__class__ = _plain_class(ema)
-        try:
-            return super().save_model()
-        finally:
-            ema.__class__ = own
-

@@ -1,0 +1,1 @@
+"""Applications built on the training library: the study runner, the demo, prediction, the YOLO study."""
