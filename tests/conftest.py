@@ -15,7 +15,7 @@ def scenes(tmp_path_factory):
 
 def _tiny_config(scenes, out, **overrides) -> dict:
     """A few-iteration CPU config on the test scenes; ``overrides`` are ``key=value`` strings."""
-    from harmonicdet.engine.builders import scenes_paths
+    from harmonicdet.data import scenes_paths
     from harmonicdet.engine.config import load_config
 
     base = {
@@ -67,7 +67,7 @@ class FakeDemoRuns:
 @pytest.fixture
 def fake_demo_runs(monkeypatch):
     """The demo with :class:`FakeDemoRuns` in place of training, evaluation and the plots."""
-    from harmonicdet.engine import demo
+    from harmonicdet.apps import demo
 
     fake = FakeDemoRuns()
     monkeypatch.setattr(demo, "train", fake.train)

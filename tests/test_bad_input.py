@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from harmonicdet.cli import main
-from harmonicdet.engine.builders import scenes_paths
+from harmonicdet.data import scenes_paths
 from harmonicdet.engine.config import DEFAULTS, load_config
 
 
@@ -55,7 +55,7 @@ CONFIG_CASES = [
     ("model.image_size=abc", "model.image_size"),
     ("train.device=tpu", "train.device"),
     ("seed=abc", "seed"),
-    ("model.loss_options={gamma: abc}", "model.loss_options.gamma"),
+    ("model.loss_options={gamma: abc}", "model.loss_options: gamma"),
     ("train=[1,2]", "train"),
     ("train.lr=.inf", "train.lr"),
     ("train.lr=.nan", "train.lr"),
@@ -65,7 +65,7 @@ CONFIG_CASES = [
     ("train.checkpoint_every=-2", "train.checkpoint_every"),
     ("train.amp=maybe", "train.amp"),
     ("model.arch=yolo", "model.arch"),
-    ("model.loss_options={detach_factors: sometimes}", "model.loss_options.detach_factors"),
+    ("model.loss_options={detach_factors: sometimes}", "model.loss_options: detach_factors"),
     ("data.scenes={out: x, train: 0}", "data.scenes.train"),
     ("model.loss_options=[1]", "model.loss_options"),
     ("train.bogus=1", "bogus"),
@@ -321,7 +321,7 @@ def test_demo_never_deletes_what_it_did_not_make(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_config_applies_its_settings_after_the_shipped_config(tmp_path):
-    from harmonicdet.engine.demo import demo_config
+    from harmonicdet.apps.demo import demo_config
 
     config = demo_config(tmp_path / "out", seed=3, num_train=64, num_val=16, fashion_mnist="fm")
     assert config["seed"] == 3
@@ -331,7 +331,7 @@ def test_demo_config_applies_its_settings_after_the_shipped_config(tmp_path):
 
 
 def test_demo_writes_only_under_out_with_the_given_seed_and_sizes(tmp_path, capsys, monkeypatch, fake_demo_runs):
-    import harmonicdet.engine.demo as demo
+    import harmonicdet.apps.demo as demo
 
     monkeypatch.chdir(tmp_path)
     overrides = ["train.batch_size=4", "model.options={fpn_channels: 64}"]

@@ -197,7 +197,7 @@ def test_render_and_legend_on_arrays():
 def tiny_run(scenes, tmp_path_factory):
     """An FCOS trained for two iterations on the test scenes (CPU), with a low score threshold
     so that even this untrained model returns detections."""
-    from harmonicdet.engine.builders import scenes_paths
+    from harmonicdet.data import scenes_paths
     from harmonicdet.engine.config import load_config
     from harmonicdet.engine.train import train
 
@@ -289,7 +289,7 @@ def test_predict_errors_exit_2(scenes, tmp_path, capsys):
 
 
 def test_demo_writes_a_side_by_side_panel_of_validation_scenes(tmp_path, monkeypatch, fake_demo_runs):
-    import harmonicdet.engine.demo as demo
+    import harmonicdet.apps.demo as demo
 
     monkeypatch.chdir(tmp_path)
 

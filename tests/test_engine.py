@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from harmonicdet.engine.builders import build_datasets, build_model, scenes_paths
+from harmonicdet.data import scenes_paths
+from harmonicdet.engine.builders import build_datasets, build_model
 from harmonicdet.engine.checkpoint import load_checkpoint
 from harmonicdet.engine.config import load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from harmonicdet.engine import study as study_module
-from harmonicdet.engine.builders import scenes_paths
-from harmonicdet.engine.study import load_study, round_figures, run_state, run_study
+from harmonicdet.apps import study as study_module
+from harmonicdet.data import scenes_paths
+from harmonicdet.apps.study import load_study, round_figures, run_state, run_study
 from harmonicdet.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,13 +79,13 @@ def test_standard_is_ultralytics_loss(cfg):
 @pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
 def test_unit_factors_give_ultralytics_terms(cfg, monkeypatch):
     """With the factors at 0 the harmonic criterion's terms (entropies added back) sum to Ultralytics' loss."""
-    import harmonicdet.integrations.ultralytics as integration
+    import harmonicdet.integrations.ultralytics.criterion as criterion
 
     model = _model(cfg)
     batch = _batch()
     preds = model(batch["img"])
     ref_loss, _ = DetectionModel.init_criterion(model)(preds, batch)
-    monkeypatch.setattr(integration, "harmonic_terms", lambda cls, loc, **kw: (cls, loc))
+    monkeypatch.setattr(criterion, "harmonic_terms", lambda cls, loc, **kw: (cls, loc))
     loss, items = build_criterion(model, loss_options("harmonic"))(preds, batch)
     assert list(items)[:2] == ["box_loss", "cls_loss"]
     torch.testing.assert_close(loss[1], ref_loss[1], rtol=1e-5, atol=1e-6)  # cls
@@ -164,7 +164,7 @@ def test_options_validated_early():
 
 
 def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
-    from harmonicdet.integrations.ultralytics_study import variant_loss, variant_options
+    from harmonicdet.apps.yolo_study import variant_loss, variant_options
 
     assert variant_loss("harmonic") == ("harmonic", {})
     assert variant_loss("harmonic_beta_r") == ("harmonic", {"detach_factors": "beta_r"})
@@ -178,15 +178,17 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
 
 
 def test_import_sets_offline_environment(tmp_path):
-    """In a clean process the integration sets the variables before Ultralytics reads them, and copies the fonts."""
+    """In a clean process the integration sets the variables before Ultralytics reads them; ``ensure_fonts`` (which
+    the trainer calls) copies the fonts, so Ultralytics' dataset check finds them offline."""
     code = (
         "import json, os, socket\n"
         "calls = []\n"
         "def deny(*a, **k):\n"
         "    calls.append(a[:1]); raise OSError('denied')\n"
         "socket.getaddrinfo = socket.create_connection = socket.socket.connect = deny\n"
-        "import harmonicdet.integrations.ultralytics\n"
+        "import harmonicdet.integrations.ultralytics as h\n"
         "import ultralytics.utils as u\n"
+        "h.ensure_fonts()\n"
         "print(json.dumps({k: os.environ.get(k) for k in ('YOLO_OFFLINE', 'YOLO_AUTOINSTALL', 'YOLO_CONFIG_DIR')}"
         " | {'online': u.ONLINE, 'calls': len(calls), 'config': str(u.USER_CONFIG_DIR)}))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
@@ -395,7 +397,7 @@ def test_reversed_frac_is_the_hand_count_of_negative_box_factors(detach):
 @pytest.mark.slow
 def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
     """`harmonicdet yolo-study`: an interrupted run resumes with each evaluation once, the records alone report."""
-    from harmonicdet.integrations.ultralytics_study import RunLogger
+    from harmonicdet.apps.yolo_study import RunLogger
 
     torch.set_num_threads(1)
     audit = _NetworkAudit(monkeypatch)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.analysis.plotting import new_figure, save_figure
 from harmonicdet.analysis.paired_bootstrap import match_per_image, paired_bootstrap
 from harmonicdet.io import read_jsonl, read_text, write_json_atomic, write_text_atomic
+from harmonicdet.tables import format_value, markdown_grid
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman")
 _TABLE_METRICS = ("AP", "AP50", "AP75", "spearman")
@@ -202,21 +203,6 @@ def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
             commits.setdefault(commit, []).append(record["name"])
     return {"study": study["name"], "baseline": study["baseline"], "bootstrap": dict(study["bootstrap"]),
             "runs": records, "groups": groups, "commits": commits}
-
-
-def format_value(mean: Optional[float], std: Optional[float] = None, signed: bool = False) -> str:
-    """``0.123``, ``+0.012`` (``signed``) or ``0.123 ± 0.004`` (with ``std``); ``n/a`` for ``None``."""
-    if mean is None:
-        return "n/a"
-    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return text + (f" ± {std:.3f}" if std is not None else "")
-
-
-def markdown_grid(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table: the ``header`` cells, then one line per row of cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def markdown_table(summary: Mapping[str, Any]) -> str:

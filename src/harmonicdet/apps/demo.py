@@ -23,18 +23,20 @@ import torch
 
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
-from harmonicdet.analysis.study_report import format_value, markdown_grid
 from harmonicdet.checks import is_finite_number
 from harmonicdet.data import collate, make_scenes
-from harmonicdet.engine.builders import build_datasets, build_model, scenes_paths
+from harmonicdet.data import scenes_paths
+from harmonicdet.engine.builders import build_datasets, build_model
+from harmonicdet.engine.checkpoint import FINAL
 from harmonicdet.engine.config import Config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
 from harmonicdet.io import write_json_atomic, write_text_atomic
+from harmonicdet.tables import format_value, markdown_grid
 from harmonicdet.visualization.coco import comparison_panel
 
 DEMO_CONFIG = "scenes_fcos_r18.yaml"
-PRESETS = ("standard", "harmonicdet")
+DEMO_PRESETS = ("standard", "harmonicdet")
 _PROBE_ITERS = 6
 _RESERVE_S = 20.0  # plots, model building, evaluation start-up
 MIN_BUDGET_S = 60.0  # below this no budget can fit scenes, the timing probe and two evaluations
@@ -158,7 +160,7 @@ def _table(rows: List[Dict[str, Any]]) -> str:
 
 
 def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[str] = None, seed: int = 0,
-             num_train: int = 2000, num_val: int = 300, presets: Sequence[str] = PRESETS,
+             num_train: int = 2000, num_val: int = 300, presets: Sequence[str] = DEMO_PRESETS,
              overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """Run the demo into ``out``; returns the summary also written to ``out/summary.json``.
 
@@ -199,7 +201,7 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
         train(config)
         train_s = time.perf_counter() - t0
         _say(f"[demo] 4/4 evaluating {preset}")
-        report = evaluate_run(config, checkpoint=run_dir / "model_final.pt")
+        report = evaluate_run(config, checkpoint=run_dir / FINAL)
         rows.append({"preset": preset, **{k: report["metrics"][k] for k in ("AP", "AP50", "AP75")},
                      "spearman": report["consistency"]["overall"].get("spearman"),
                      "train_s": train_s, "iterations": iterations})

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +51,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from harmonicdet.engine.builders import build_datasets, coco_ground_truth
-from harmonicdet.engine.checkpoint import LAST, load_checkpoint
+from harmonicdet.engine.checkpoint import FINAL, LAST, load_checkpoint
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.run_eval import evaluate_run
 from harmonicdet.engine.train import train
@@ -178,7 +180,7 @@ def run_state(run: StudyRun) -> str:
         return "done"
     if (run.directory / "eval.json").is_file():
         return "evaluated"
-    if (run.directory / "model_final.pt").is_file():
+    if (run.directory / FINAL).is_file():
         return "trained"
     if (run.directory / LAST).is_file():
         return "interrupted"
@@ -241,7 +243,7 @@ def execute_run(run: StudyRun, state: str, *, show_progress: bool = True) -> Non
         # kept in last.pt, so a sitting that was stopped counts up to its last checkpoint
         write_train_seconds(run.directory, load_checkpoint(run.directory / LAST)["train_seconds"])
     if state in ("new", "interrupted", "trained"):
-        evaluate_run(run.config, checkpoint=run.directory / "model_final.pt", show_progress=show_progress)
+        evaluate_run(run.config, checkpoint=run.directory / FINAL, show_progress=show_progress)
     if state != "done":
         record_run(run.directory, run.record)
 
@@ -290,3 +292,38 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
     summary = write_study_report(study)
     _say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
+
+
+def run_lanes(path: str | Path, lanes: int, *, limit_s: Optional[float] = None) -> Dict[str, str]:
+    """Train the study's unfinished runs in ``lanes`` side-by-side processes (``harmonicdet study --only ...
+    --no-report``), each with its share of the CPU's torch threads (``OMP_NUM_THREADS`` unless set), logging to
+    ``output_dir/lane_logs/lane<i>.log``; returns every run's state afterwards. Lane ``i`` takes every
+    ``lanes``-th unfinished run, so each lane gets a mix; a lane stopped by ``limit_s`` leaves its run resumable.
+    Writes no report: that is ``harmonicdet study STUDY --report-only``."""
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"--lanes must be an integer >= 1, got {lanes!r}")
+    if limit_s is not None and not limit_s > 0:
+        raise ValueError(f"--limit-s must be a number of seconds > 0, got {limit_s!r}")
+    study = load_study(path)
+    unfinished = [run.name for run in study.runs if run_state(run) != "done"]
+    running = min(lanes, len(unfinished))
+    if running:
+        # torch's default of one thread per core in every lane oversubscribes the cores
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // running))
+        log_dir = study.output_dir / "lane_logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        processes = []
+        for lane in range(running):
+            command = [sys.executable, "-m", "harmonicdet", "study", str(path), "--no-report", "--quiet",
+                       "--only", *unfinished[lane::lanes]]
+            with open(log_dir / f"lane{lane}.log", "a", encoding="utf-8") as log:
+                processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                  env={**os.environ, "OMP_NUM_THREADS": threads}))
+            _say(f"[study] lane {lane}: {len(unfinished[lane::lanes])} runs, log {log_dir / f'lane{lane}.log'}")
+        for process in processes:
+            try:
+                process.wait(timeout=limit_s)
+            except subprocess.TimeoutExpired:
+                process.terminate()  # SIGTERM: the run checkpoints and stays resumable
+                process.wait()
+    return {run.name: run_state(run) for run in study.runs}

@@ -8,7 +8,7 @@ lets Ultralytics validate every ``--eval-every`` epochs and at the end, and scor
 ``val(save_json=True, conf=0.001)`` ``predictions.json`` of ``last.pt`` with the package's COCO
 evaluator (faster-coco-eval) and consistency analysis against the converter's ``val.json``.
 A finished run is recorded in ``OUT/runs/<model stem>-<variant>-s<seed>/``, the layout of
-:mod:`harmonicdet.engine.study`:
+:mod:`harmonicdet.apps.study`:
 
 * ``config.yaml``: the run's settings (:class:`YoloRunSettings`; other settings are refused);
 * ``metrics.jsonl.gz``: one record per batch (``iteration`` counts batches; Ultralytics steps the
@@ -48,11 +48,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from harmonicdet.analysis.consistency import consistency_report
-from harmonicdet.analysis.study_report import markdown_grid, write_report
+from harmonicdet.analysis.study_report import write_report
+from harmonicdet.tables import markdown_grid
 from harmonicdet.data import CocoDetectionDataset, make_scenes
 from harmonicdet.data.yolo import write_yolo_dataset
 from harmonicdet.engine.evaluate import coco_metrics
-from harmonicdet.engine.study import STATE_ACTIONS, record_run, refuse_other_settings, write_train_seconds
+from harmonicdet.apps.study import STATE_ACTIONS, record_run, refuse_other_settings, write_train_seconds
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 from harmonicdet.models.presets import HarmonicOptions
 from harmonicdet.provenance import record_sitting
@@ -219,7 +220,7 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
     write its record."""
     import torch
 
-    from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer
+    from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer, ensure_fonts
 
     from ultralytics import YOLO
 
@@ -251,6 +252,7 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
         if logger.anchors:
             torch.save({k: torch.cat([a[k] for a in logger.anchors]).half() for k in logger.anchors[0]},
                        directory / "last_epoch_anchors.pt")
+    ensure_fonts()  # the stock validator's dataset check would download them
     evaluated = YOLO(str(last))
     evaluated.add_callback("on_val_start", logger.set_threads)  # after the validator selected the device
     metrics = evaluated.val(data=str(data_yaml), save_json=True, conf=0.001, project=str(runs.resolve()),

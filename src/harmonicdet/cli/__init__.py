@@ -13,13 +13,15 @@ from typing import Sequence
 
 # Modules that register a sub-command; imported lazily so `harmonicdet --help` stays fast.
 _COMMAND_MODULES = (
-    "harmonicdet.engine.cli",
-    "harmonicdet.engine.predict_cli",
-    "harmonicdet.analysis.figures_cli",
-    "harmonicdet.analysis.consistency_cli",
-    "harmonicdet.visualization.draw_cli",
+    "harmonicdet.cli.train",
+    "harmonicdet.cli.demo",
+    "harmonicdet.cli.study",
+    "harmonicdet.cli.predict",
+    "harmonicdet.cli.figures",
+    "harmonicdet.cli.consistency",
+    "harmonicdet.cli.draw",
     "harmonicdet.data.cli",
-    "harmonicdet.integrations.ultralytics_cli",  # imports Ultralytics only when run
+    "harmonicdet.cli.yolo",  # imports Ultralytics only when run
 )
 
 

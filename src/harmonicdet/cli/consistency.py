@@ -15,8 +15,8 @@ def _file_part(label: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .consistency import GroundTruth, consistency_report
-    from .consistency_plots import plot_consistency, plot_consistency_comparison
+    from harmonicdet.analysis.consistency import GroundTruth, consistency_report
+    from harmonicdet.analysis.consistency_plots import plot_consistency, plot_consistency_comparison
 
     labels = args.label or [Path(p).stem for p in args.dt]
     if len(labels) != len(args.dt):

@@ -7,7 +7,7 @@ import argparse
 
 def _predict(args: argparse.Namespace) -> int:
     from harmonicdet.engine.config import load_config
-    from harmonicdet.engine.predict import predict
+    from harmonicdet.apps.predict import predict
 
     config = load_config(args.config, args.set)
     summary = predict(config, checkpoint=args.checkpoint, images=args.images, out_dir=args.out,

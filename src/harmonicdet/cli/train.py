@@ -1,4 +1,4 @@
-"""``harmonicdet train``, ``eval``, ``gradients``, ``demo`` and ``study``."""
+"""``harmonicdet train``, ``eval`` and ``gradients``: the training library's commands."""
 
 from __future__ import annotations
 
@@ -54,25 +54,6 @@ def _gradients(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from harmonicdet.engine.demo import run_demo
-
-    run_demo(Path(args.out), budget_minutes=args.budget_minutes, fashion_mnist=args.fashion_mnist,
-             seed=args.seed, num_train=args.train_images, num_val=args.val_images)
-    return 0
-
-
-def _study(args: argparse.Namespace) -> int:
-    from harmonicdet.analysis.study_report import markdown_table
-    from harmonicdet.engine.study import run_study
-
-    summary = run_study(args.study, only=args.only, report_only=args.report_only, report=not args.no_report,
-                        show_progress=not args.quiet)
-    if summary is not None:
-        print(markdown_table(summary))
-    return 0
-
-
 def add_parser(subparsers) -> None:
     overrides = dict(action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field, e.g. --set train.lr=0.02 (repeatable)")
@@ -102,27 +83,3 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
     p.add_argument("--out", default=None, help="also write the reports to this JSON file")
     p.set_defaults(func=_gradients)
-
-    p = subparsers.add_parser("demo", help="train standard vs harmonic on Fashion-MNIST scenes and compare",
-                              description="Make the Fashion-MNIST scenes, train the same small FCOS twice "
-                              "(standard and harmonicdet presets, same seed and budget), evaluate both, print a table.")
-    p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    p.add_argument("--budget-minutes", type=float, default=9.0,
-                   help="wall-clock budget of the whole demo; sets the iteration count (default: 9)")
-    p.add_argument("--fashion-mnist", default=None, metavar="DIR",
-                   help="folder with the four Fashion-MNIST *-ubyte.gz files (default: Debian's dataset-fashion-mnist)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-images", type=int, default=2000)
-    p.add_argument("--val-images", type=int, default=300)
-    p.set_defaults(func=_demo)
-
-    p = subparsers.add_parser("study", help="run a resumable grid of training runs and summarise them",
-                              description="Train and evaluate every run of a study file (skipping finished runs, "
-                              "resuming interrupted ones), then write summary.json, summary.md and plots.")
-    p.add_argument("study", help="study YAML (e.g. configs/studies/scenes.yaml)")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs (names or prefixes, e.g. fcos-)")
-    p.add_argument("--report-only", action="store_true", help="train nothing; summarise the finished runs")
-    p.add_argument("--no-report", action="store_true",
-                   help="train and evaluate only; e.g. several processes with their own --only share a GPU")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=_study)

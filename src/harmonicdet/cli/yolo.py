@@ -1,4 +1,4 @@
-"""``harmonicdet yolo-study``'s arguments (:mod:`harmonicdet.integrations.ultralytics_study`); imports nothing heavy."""
+"""``harmonicdet yolo-study``'s arguments (:mod:`harmonicdet.apps.yolo_study`); imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         import harmonicdet.integrations.ultralytics  # noqa: F401  (before ultralytics: the offline settings)
     except ImportError as err:
         raise ValueError(f"needs the Ultralytics extra: pip install 'harmonicdet[ultralytics]' ({err})") from None
-    from harmonicdet.integrations.ultralytics_study import run_yolo_study
+    from harmonicdet.apps.yolo_study import run_yolo_study
 
     run_yolo_study(args)
     return 0

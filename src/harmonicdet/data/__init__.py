@@ -4,7 +4,7 @@ from .base import DetectionDataset, ImageRecord, InvalidAnnotation, collate
 from .coco import CocoDetectionDataset
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from .fashion_mnist import find_fashion_mnist, fingerprint, load_split, read_idx
-from .scenes import compose_scene, make_scenes
+from .scenes import compose_scene, make_scenes, scenes_paths
 from .transforms import build_transforms
 from .voc import VOC_CLASSES, VocDetectionDataset
 
@@ -24,4 +24,5 @@ __all__ = [
     "load_split",
     "make_scenes",
     "read_idx",
+    "scenes_paths",
 ]

@@ -27,6 +27,7 @@ def _yolo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .coco import CocoDetectionDataset
+    from .scenes import scenes_paths
     from .voc import VocDetectionDataset
     from .yolo import write_yolo_dataset
 
@@ -37,10 +38,11 @@ def _yolo(args: argparse.Namespace) -> int:
     if args.scenes is not None:
         root = Path(args.scenes)
         for split in ("train", "val"):
-            ann = root / "annotations" / f"instances_{split}.json"
-            if not ann.is_file():
-                raise FileNotFoundError(f"{ann} does not exist (make the scenes with `harmonicdet data scenes`)")
-            splits[split] = CocoDetectionDataset(root / split, ann, skip_invalid=args.skip_invalid)
+            layout = scenes_paths(root, split)
+            if not Path(layout["ann_file"]).is_file():
+                raise FileNotFoundError(f"{layout['ann_file']} does not exist (make the scenes with "
+                                        "`harmonicdet data scenes`)")
+            splits[split] = CocoDetectionDataset(**layout, skip_invalid=args.skip_invalid)
     elif args.voc is not None:
         for split, name in (("train", args.train_split), ("val", args.val_split)):
             splits[split] = VocDetectionDataset(args.voc, name, skip_invalid=args.skip_invalid)

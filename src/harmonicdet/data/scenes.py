@@ -127,11 +127,19 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, compress_level=1)
 
 
+def scenes_paths(out: str | os.PathLike, split: str) -> Dict[str, str]:
+    """The COCO dataset arguments (``img_dir``, ``ann_file``) of one split of the scenes under ``out``: the one
+    definition of the scenes' folder layout."""
+    out = Path(out)
+    return {"img_dir": str(out / split), "ann_file": str(out / "annotations" / f"instances_{split}.json")}
+
+
 def _paths(out: Path) -> Dict[str, Path]:
     paths = {}
     for split in _SPLITS:
-        paths[f"{split}_images"] = out / split
-        paths[f"{split}_annotations"] = out / "annotations" / f"instances_{split}.json"
+        layout = scenes_paths(out, split)
+        paths[f"{split}_images"] = Path(layout["img_dir"])
+        paths[f"{split}_annotations"] = Path(layout["ann_file"])
     return paths
 
 

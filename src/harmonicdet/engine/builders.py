@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -13,20 +12,15 @@ from harmonicdet.data import (
     VocDetectionDataset,
     build_transforms,
     make_scenes,
+    scenes_paths,
 )
 from harmonicdet.engine.config import Config
-from harmonicdet.engine.schema import check_loss_options
+from harmonicdet.engine.schema import config_loss_options
 from harmonicdet.models import build_detector
 
-__all__ = ["build_datasets", "build_model", "coco_ground_truth", "scenes_paths"]
+__all__ = ["build_datasets", "build_model", "coco_ground_truth"]
 
 _DATASETS = {"coco": CocoDetectionDataset, "voc": VocDetectionDataset}
-
-
-def scenes_paths(out: Path, split: str) -> Dict[str, str]:
-    """COCO dataset arguments of one split of the scenes ``make_scenes`` writes to ``out``."""
-    out = Path(out)
-    return {"img_dir": str(out / split), "ann_file": str(out / "annotations" / f"instances_{split}.json")}
 
 
 def _prepare_scenes(config: Config) -> None:
@@ -92,10 +86,9 @@ def build_model(config: Config) -> torch.nn.Module:
     clash = set(options) & set(model["loss_options"])
     if clash:
         raise ValueError(f"model.options and model.loss_options both set {sorted(clash)}")
-    check_loss_options(model["loss"], model["loss_options"])
-    return build_detector(model["arch"], model["num_classes"], loss=model["loss"], backbone=model["backbone"],
-                          image_size=model["image_size"], pretrained=model["pretrained"],
-                          **options, **model["loss_options"])
+    return build_detector(model["arch"], model["num_classes"], loss=config_loss_options(model),
+                          backbone=model["backbone"], image_size=model["image_size"], pretrained=model["pretrained"],
+                          **options)
 
 
 def coco_ground_truth(dataset) -> Dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from harmonicdet.data.scenes import scenes_paths
 from harmonicdet.io import atomic_write, read_jsonl
 
 LAST = "last.pt"
@@ -186,8 +187,6 @@ def _shown(config: Mapping[str, Any], key: str) -> str:
 
 def _scene_paths_filled(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """``config`` with empty data splits pointed at its ``data.scenes``, as training resolves them."""
-    from harmonicdet.engine.builders import scenes_paths
-
     data = config.get("data")
     scenes = data.get("scenes") if isinstance(data, Mapping) else None
     if not isinstance(scenes, Mapping) or "out" not in scenes:

@@ -15,7 +15,7 @@ from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.data import collate
 from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
-from harmonicdet.engine.checkpoint import check_model_config, load_model_state
+from harmonicdet.engine.checkpoint import FINAL, check_model_config, load_model_state
 from harmonicdet.engine.config import Config, load_config
 from harmonicdet.engine.evaluate import evaluate
 from harmonicdet.io import write_json_atomic
@@ -96,7 +96,7 @@ def run_gradient_norms(run_dir: Path, *, batches: int = 4, batch_size: int = 8, 
         raise ValueError(f"{run_dir}: {batches} batches of {batch_size} need {batches * batch_size} training "
                          f"images, the run's training set has {len(train_set)}")
     model = build_model(config)
-    load_weights(model, run_dir / "model_final.pt", config)
+    load_weights(model, run_dir / FINAL, config)
     torch.manual_seed(seed)  # the training transforms' flips
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
     per_batch = [branch_gradient_norms(model, images, targets)

@@ -23,7 +23,7 @@ from typing_extensions import Annotated
 
 from harmonicdet.models.backbones import BACKBONES
 from harmonicdet.models.factory import ARCHS
-from harmonicdet.models.presets import PRESETS, harmonic_options
+from harmonicdet.models.presets import PRESETS, LossOptions, harmonic_options
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -132,23 +132,17 @@ def validate_config(config: Mapping[str, Any], origin=None) -> Dict[str, Any]:
         shown = "" if isinstance(got, Mapping) else f", got {got!r}"
         raise ValueError(f"{where}{path}: {first['msg']}{shown}") from None
     try:
-        check_loss_options(validated["model"]["loss"], validated["model"]["loss_options"])
+        config_loss_options(validated["model"])
     except ValueError as err:
         raise ValueError(f"{origin('model.loss_options')}: {err}" if origin else str(err)) from None
     return validated
 
 
-def check_loss_options(loss: str, loss_options: Dict[str, Any]) -> None:
-    """The loss presets' own check of ``model.loss_options``, its error naming ``model.loss_options.<key>``."""
+def config_loss_options(model: Mapping[str, Any]) -> LossOptions:
+    """The options object of a config's ``model`` section (``loss`` and ``loss_options``): the one conversion
+    from a config, by :func:`harmonicdet.models.presets.harmonic_options`; its error names
+    ``model.loss_options``."""
     try:
-        harmonic_options(loss, loss_options)
-        return
+        return harmonic_options(model["loss"], model["loss_options"])
     except (ValueError, TypeError) as err:
-        error = err
-    for key, value in loss_options.items():  # the option that fails on its own, if one does
-        try:
-            harmonic_options(loss, {key: value})
-        except (ValueError, TypeError) as err:
-            detail = str(err) if isinstance(err, ValueError) else f"invalid value {value!r} ({err})"
-            raise ValueError(f"model.loss_options.{key}: {detail}") from None
-    raise ValueError(f"model.loss_options: {error}") from None
+        raise ValueError(f"model.loss_options: {err}") from None

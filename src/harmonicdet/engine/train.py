@@ -25,7 +25,7 @@ from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.data import collate
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
-from harmonicdet.engine.checkpoint import (LAST, check_resume_config, load_checkpoint, save_checkpoint, save_model,
+from harmonicdet.engine.checkpoint import (FINAL, LAST, check_resume_config, load_checkpoint, save_checkpoint, save_model,
                                            set_rng_state)
 from harmonicdet.engine.config import Config, dump_config
 from harmonicdet.engine.evaluate import evaluate
@@ -291,7 +291,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                     break
             epoch, skip = epoch + 1, 0
         if is_main:
-            save_model(out / "model_final.pt", model, config)
+            save_model(out / FINAL, model, config)
     finally:
         progress.close()
         periodic.close()

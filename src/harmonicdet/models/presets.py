@@ -40,8 +40,11 @@ from harmonicdet.losses.options import HarmonicOptions, QFLOptions
 
 from .stats import HarmonicStatsMixin, StatsMixin, loss_stats  # re-exported: their home before models/stats.py
 
-__all__ = ["PRESETS", "QFL_ARCHS", "HarmonicOptions", "HarmonicStatsMixin", "QFLOptions", "StatsMixin",
-           "harmonic_options", "loss_stats"]
+__all__ = ["PRESETS", "QFL_ARCHS", "HarmonicOptions", "HarmonicStatsMixin", "LossOptions", "QFLOptions",
+           "StatsMixin", "harmonic_options", "loss_stats"]
+
+# what a preset becomes: the options object the heads keep (None: the detector's own loss)
+LossOptions = Union[None, HarmonicOptions, QFLOptions]
 
 PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet", "standard_posweight", "qfl")
 QFL_ARCHS = ("fcos", "retinanet")
@@ -55,7 +58,7 @@ _PRESET_VALUES: Dict[str, Dict[str, Any]] = {
 }
 
 
-def harmonic_options(preset: str, overrides: Mapping[str, Any]) -> Union[None, HarmonicOptions, QFLOptions]:
+def harmonic_options(preset: str, overrides: Mapping[str, Any]) -> LossOptions:
     """The options of ``preset`` with ``overrides`` applied; ``None`` for ``"standard"``.
 
     ``qfl`` returns :class:`QFLOptions` (option ``qfl_beta``), every other preset

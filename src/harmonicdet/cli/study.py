@@ -1,0 +1,38 @@
+"""``harmonicdet study``: a resumable grid of training runs, in one process or in side-by-side lanes."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _study(args: argparse.Namespace) -> int:
+    from harmonicdet.analysis.study_report import markdown_table
+    from harmonicdet.apps.study import run_lanes, run_study
+
+    if args.lanes is not None:
+        for name, state in run_lanes(args.study, args.lanes, limit_s=args.limit_s).items():
+            print(f"{name} {state}")
+        return 0
+    summary = run_study(args.study, only=args.only, report_only=args.report_only, report=not args.no_report,
+                        show_progress=not args.quiet)
+    if summary is not None:
+        print(markdown_table(summary))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("study", help="run a resumable grid of training runs and summarise them",
+                              description="Train and evaluate every run of a study file (skipping finished runs, "
+                              "resuming interrupted ones), then write summary.json, summary.md and plots.")
+    p.add_argument("study", help="study YAML (e.g. configs/studies/scenes.yaml)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs (names or prefixes, e.g. fcos-)")
+    p.add_argument("--report-only", action="store_true", help="train nothing; summarise the finished runs")
+    p.add_argument("--no-report", action="store_true",
+                   help="train and evaluate only; e.g. several processes with their own --only share a GPU")
+    p.add_argument("--lanes", type=int, default=None, metavar="N",
+                   help="train the unfinished runs in N side-by-side processes (each its share of the cores), "
+                   "logs in OUTPUT_DIR/lane_logs; no report (then --report-only)")
+    p.add_argument("--limit-s", type=float, default=None, metavar="S",
+                   help="with --lanes: stop each lane after S seconds, its run left resumable")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_study)
