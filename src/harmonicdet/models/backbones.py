@@ -1,16 +1,23 @@
-"""FPN backbones of the detectors: ResNet-18/34/50 and MobileNetV3-Large, random weights, five pyramid levels.
+"""FPN backbones of the detectors: ResNet-18/34/50, MobileNetV2 and MobileNetV3-Large, five pyramid levels.
 
-The modules are torchvision's (``BackboneWithFPN`` over a torchvision ResNet or
-MobileNetV3), so state dicts have torchvision's key layout (``body.*``, ``fpn.*``).
-Nothing is downloaded: weights come from :func:`load_pretrained` if at all.
+The modules are torchvision's (``BackboneWithFPN`` over a torchvision ResNet's layers or a
+MobileNet's ``features``), so state dicts have torchvision's key layout (``body.*``,
+``fpn.*``), and an ImageNet classifier's state dict, classifier dropped, fits the body.
+Weights are random: they come from :func:`harmonicdet.models.pretrained.load_pretrained` if at all.
+
+A MobileNet's pyramid stages end at the last block of each stride (4, 8, 16, 32); the
+stride-32 stage ends at the last block of ``features`` (MobileNetV2: the 1x1 convolution to
+1280 channels, MobileNetV3-Large: to 960), as torchvision's ``mobilenet_backbone`` does, so
+every ``features`` weight of the ImageNet file has a place. Trainable layers follow
+torchvision's ``_mobilenet_extractor``: the ``features`` are cut at the first block, every
+stride-2 block and the last block, and ``trainable_layers = k`` trains from the k-th cut
+from the end (0: none).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
-import torch
 from torch import nn
 from torchvision.models import mobilenet, resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -18,14 +25,14 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
-MOBILENETS = ("mobilenet_v3_large",)
+MOBILENETS = ("mobilenet_v2", "mobilenet_v3_large")
 BACKBONES = RESNETS + MOBILENETS
 LEVELS = ("p2p6", "p3p7")
 
-# MobileNetV3-Large ``features`` indices of the last block at stride 4, 8, 16 and 32
-_MOBILENET_STAGE_ENDS = {"mobilenet_v3_large": (3, 6, 12, 16)}
-# blocks of ``features`` from which on a MobileNetV3-Large is trainable, by number of trainable stages (0-6)
-_MOBILENET_STAGE_STARTS = {"mobilenet_v3_large": (0, 2, 4, 7, 13, 16)}
+# ``features`` indices of the last block at stride 4, 8, 16 and 32
+_MOBILENET_STAGE_ENDS = {"mobilenet_v2": (3, 6, 13, 18), "mobilenet_v3_large": (3, 6, 12, 16)}
+# ``features`` cuts of torchvision's trainable-layers convention: the first block, each stride-2 block, the last
+_MOBILENET_STAGE_STARTS = {"mobilenet_v2": (0, 2, 4, 7, 14, 18), "mobilenet_v3_large": (0, 2, 4, 7, 13, 16)}
 
 
 def fpn_backbone(
@@ -39,7 +46,7 @@ def fpn_backbone(
     """A randomly initialised backbone with a five-level FPN of ``fpn_channels`` channels.
 
     Args:
-        name: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v3_large``.
+        name: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v2`` | ``mobilenet_v3_large``.
         levels: ``"p3p7"`` (strides 8-128: C3-C5 plus P6/P7 computed from P5, as
             torchvision's RetinaNet and FCOS) or ``"p2p6"`` (strides 4-64: C2-C5 plus a
             max-pooled P6, as torchvision's Faster/Mask R-CNN; the feature maps are
@@ -48,7 +55,7 @@ def fpn_backbone(
         frozen_bn: ``FrozenBatchNorm2d`` instead of trainable ``BatchNorm2d`` (torchvision's
             choice for pretrained backbones).
         trainable_layers: as torchvision's ``trainable_backbone_layers`` (ResNet 0-5,
-            MobileNetV3 0-6); ``None``: all.
+            MobileNets 0-6); ``None``: all.
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
@@ -85,47 +92,3 @@ def fpn_backbone(
         in_channels = [body[k].out_channels for k in ends]
     return BackboneWithFPN(body, return_layers, in_channels, fpn_channels, extra_blocks=extra)
 
-
-def _strip_prefix(state: dict, prefix: str) -> dict:
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_pretrained(model: nn.Module, path: str) -> None:
-    """Load the local state dict at ``path`` into ``model`` or into its backbone.
-
-    Accepted: a state dict of the whole detector (also inside a checkpoint's
-    ``"model"`` entry, ``module.`` prefixes of DistributedDataParallel removed), or
-    of the backbone body; an ImageNet classifier of the same architecture
-    (torchvision layout) loads into the body with its classifier (``fc.*``,
-    ``classifier.*``) dropped. Raises ``FileNotFoundError`` or ``ValueError``
-    naming ``path`` when the file is missing or fits nothing.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained weights {path!r} do not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported with its path
-        raise ValueError(f"pretrained weights {path!r} could not be read: {err}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"pretrained weights {path!r} are not a state dict of tensors")
-    state = _strip_prefix(state, "module.")
-    errors = []
-    try:
-        model.load_state_dict(state)
-        return
-    except RuntimeError as err:
-        errors.append(str(err).splitlines()[0])
-    body = getattr(getattr(model, "backbone", None), "body", None)
-    if body is not None:
-        classifier = ("fc.", "classifier.")
-        body_state = _strip_prefix({k: v for k, v in state.items() if not k.startswith(classifier)}, "features.")
-        try:
-            body.load_state_dict(body_state)
-            return
-        except RuntimeError as err:
-            errors.append(str(err).splitlines()[0])
-    raise ValueError(f"pretrained weights {path!r} fit neither the detector nor its backbone body: {errors[-1]}")

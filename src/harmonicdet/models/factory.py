@@ -58,9 +58,10 @@ from torchvision.models.detection.ssd import SSD
 
 from harmonicdet.checks import check_finite_number, is_finite_number
 
-from .backbones import BACKBONES, MOBILENETS, fpn_backbone, load_pretrained
+from .backbones import BACKBONES, fpn_backbone
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
 from .presets import QFL_ARCHS, QFLOptions, harmonic_options
+from .pretrained import load_pretrained
 from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads
 from .retinanet import HarmonicRetinaNetHead
@@ -138,7 +139,7 @@ def _check_arguments(arch: str, num_classes: int, backbone: Optional[str], image
         backbone = "mobilenet_v3_large" if arch == "ssd" else "resnet18"
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-    if arch == "ssd" and backbone not in MOBILENETS:
+    if arch == "ssd" and backbone != "mobilenet_v3_large":
         raise ValueError(f"arch 'ssd' is SSDlite with backbone 'mobilenet_v3_large', got backbone {backbone!r}")
     if arch == "ssd" and fpn_channels is not None:
         raise ValueError("arch 'ssd' (SSDlite) has no FPN: fpn_channels must not be given")
@@ -233,7 +234,7 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
     """A torchvision detector whose training loss is the preset ``loss`` (see :mod:`harmonicdet.models.presets`).
 
     Weights are random and nothing is downloaded, unless ``pretrained`` names a
-    local state dict (see :func:`harmonicdet.models.backbones.load_pretrained`);
+    local state dict (see :func:`harmonicdet.models.pretrained.load_pretrained`);
     batch norm is trainable from scratch and frozen with pretrained weights, as in
     torchvision. Anchor sizes are torchvision's for images of 512 px and more and
     shrink proportionally (to at least 8 px) for smaller ones; FCOS keeps
@@ -244,12 +245,14 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         num_classes: classes including background (torchvision's convention, e.g. 11 for 10 classes).
         loss: ``standard`` | ``harmonic`` | ``harmonic_iou`` | ``harmonicdet`` |
             ``standard_posweight`` | ``qfl`` (``fcos`` and ``retinanet`` only).
-        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v3_large``, with a
-            five-level FPN; default ``resnet18``. ``ssd`` is SSDlite with (and defaults to)
-            ``mobilenet_v3_large``.
+        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v2`` |
+            ``mobilenet_v3_large``, with a five-level FPN; default ``resnet18``. ``ssd`` is
+            SSDlite with (and defaults to) ``mobilenet_v3_large``.
         image_size: images are resized to it (``min_size = max_size = image_size``;
             SSD: a fixed square), e.g. 128 for CPU training.
-        pretrained: path of a local state dict of the detector or of its backbone.
+        pretrained: path of a local state dict of the detector or of its backbone (an ImageNet
+            classifier of the backbone's architecture included), or a named file such as
+            ``imagenet:mobilenet_v2`` (see :mod:`harmonicdet.models.pretrained`); loaded strictly.
         fpn_channels: FPN channels (default torchvision's 256; fewer make CPU training cheaper;
             FCOS: a multiple of 32, at least 64, for its GroupNorm(32); not for ``ssd``).
         trainable_backbone_layers: as torchvision (default: all, or 3 with ``pretrained``).
@@ -286,5 +289,5 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
                  fcos_anchor_sizes=fcos_sizes, center_sampling_radius=radius)
     model = _BUILDERS[arch](spec)
     if pretrained is not None:
-        load_pretrained(model, pretrained)
+        load_pretrained(model, pretrained, backbone=backbone)
     return model
