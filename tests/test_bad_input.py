@@ -209,9 +209,9 @@ def test_eval_refuses_a_model_config_other_than_the_checkpoints(run_copy, capsys
 
 
 def test_model_final_carries_the_config_and_a_bare_state_dict_still_loads(run_copy):
-    from harmonicdet.engine.builders import build_model
+    from harmonicdet.engine.from_config import build_model
     from harmonicdet.engine.checkpoint import load_model_state
-    from harmonicdet.engine.run_eval import load_weights
+    from harmonicdet.engine.trained_run import load_weights
 
     run, config_path = run_copy
     config = load_config(config_path)

@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from harmonicdet.data import scenes_paths
-from harmonicdet.engine.builders import build_datasets, build_model
+from harmonicdet.engine.from_config import build_datasets, build_model
 from harmonicdet.engine.checkpoint import load_checkpoint
 from harmonicdet.engine.config import load_config, shipped_config
-from harmonicdet.engine.run_eval import evaluate_run
+from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler, lr_factor
 from harmonicdet.engine.train import train
 

@@ -566,8 +566,6 @@ def test_options_object_is_validated_once_and_equals_the_keywords():
     assert QFLOptions().qfl_beta == 2.0
     with pytest.raises(ValueError, match="beta"):
         QFLOptions(qfl_beta=-1.0)
-    from harmonicdet.models.presets import HarmonicOptions as FromPresets, QFLOptions as QFLFromPresets
-    assert FromPresets is HarmonicOptions and QFLFromPresets is QFLOptions
 
 
 def test_localization_loss_terms_and_errors():

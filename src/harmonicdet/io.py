@@ -10,6 +10,8 @@ import gzip
 import io
 import json
 import os
+import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List
@@ -98,3 +100,14 @@ def read_jsonl(path: str | os.PathLike) -> List[Dict[str, Any]]:
             raise ValueError(f"{path}: line {number} is not a JSON object")
         records.append(record)
     return records
+
+
+def safe_file_part(text: str, fallback: str) -> str:
+    """``text`` made safe as part of a file name (runs of other characters become ``_``); ``fallback`` when
+    nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or fallback
+
+
+def say(text: str) -> None:
+    """One progress line of a long command, on stderr (stdout keeps the command's result), shown at once."""
+    print(text, file=sys.stderr, flush=True)

@@ -12,7 +12,6 @@ formula, so the figures are evidence that the code is the paper:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonicdet.checks import is_finite_number
-from harmonicdet.io import atomic_write, read_text
+from harmonicdet.io import atomic_write, read_jsonl
 from harmonicdet.losses import harmonic_iou_loss, harmonic_loss
 
 from .plotting import new_figure, save_figure  # also importable from here, their first home
@@ -148,21 +147,13 @@ def plot_figures(data: Mapping[str, np.ndarray], out_dir: Path) -> List[Path]:
 
 
 def read_loss_curve(metrics_path: Path, key: str = "loss") -> Tuple[np.ndarray, np.ndarray]:
-    """``(iterations, values)`` of ``key`` from a training run's ``metrics.jsonl`` (or its ``.gz`` copy).
-
-    Each line is a JSON object; lines without ``key`` (e.g. evaluation records) are skipped.
-    """
+    """``(iterations, values)`` of ``key`` from a training run's ``metrics.jsonl`` (or its ``.gz`` copy), read by
+    :func:`harmonicdet.io.read_jsonl`; records without ``key`` (e.g. evaluation records) are skipped."""
     iterations, values = [], []
-    for line_no, line in enumerate(read_text(metrics_path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{metrics_path}:{line_no}: not a JSON object ({err.msg})") from None
+    for number, record in enumerate(read_jsonl(metrics_path), start=1):
         if key in record:
             if "iteration" not in record:
-                raise ValueError(f"{metrics_path}:{line_no}: record with {key!r} has no 'iteration' field")
+                raise ValueError(f"{metrics_path}: record {number} with {key!r} has no 'iteration' field")
             iterations.append(int(record["iteration"]))
             values.append(float(record[key]))
     if not values:

@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -26,12 +25,12 @@ from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.checks import is_finite_number
 from harmonicdet.data import collate, make_scenes
 from harmonicdet.data import scenes_paths
-from harmonicdet.engine.builders import build_datasets, build_model
+from harmonicdet.engine.from_config import build_datasets, build_model
 from harmonicdet.engine.checkpoint import FINAL
 from harmonicdet.engine.config import Config, load_config, shipped_config
-from harmonicdet.engine.run_eval import evaluate_run
+from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.train import train
-from harmonicdet.io import write_json_atomic, write_text_atomic
+from harmonicdet.io import say, write_json_atomic, write_text_atomic
 from harmonicdet.tables import format_value, markdown_grid
 from harmonicdet.visualization.coco import comparison_panel
 
@@ -40,10 +39,6 @@ DEMO_PRESETS = ("standard", "harmonicdet")
 _PROBE_ITERS = 6
 _RESERVE_S = 20.0  # plots, model building, evaluation start-up
 MIN_BUDGET_S = 60.0  # below this no budget can fit scenes, the timing probe and two evaluations
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 MARKER = ".harmonicdet-demo.json"  # in --out: the entries the demo made there (the only ones it ever removes)
@@ -176,11 +171,11 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     folder = DemoFolder(out)
     results = ("loss_curves.png", "consistency_comparison.png", "panel.png", "summary.json", "summary.md")
     folder.check("scenes", "_probe", *presets, *results)
-    _say(f"[demo] 1/4 Fashion-MNIST scenes: {num_train} train + {num_val} val -> {out / 'scenes'}")
+    say(f"[demo] 1/4 Fashion-MNIST scenes: {num_train} train + {num_val} val -> {out / 'scenes'}")
     folder.keep("scenes")
     make_scenes(out / "scenes", num_train=num_train, num_val=num_val, seed=seed, fashion_mnist=fashion_mnist)
 
-    _say("[demo] 2/4 timing a few training steps to fit the budget")
+    say("[demo] 2/4 timing a few training steps to fit the budget")
     timing = _time_steps(base, folder)
     eval_s = timing["image_s"] * num_val
     left = budget_minutes * 60 - (time.perf_counter() - started) - len(presets) * eval_s - _RESERVE_S
@@ -188,7 +183,7 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     if iterations < 20:
         raise ValueError(f"--budget-minutes {budget_minutes} leaves {iterations} training iterations "
                          f"({timing['step_s']:.2f} s/step here); give the demo more time")
-    _say(f"[demo] {timing['step_s']:.2f} s/step -> {iterations} iterations per preset")
+    say(f"[demo] {timing['step_s']:.2f} s/step -> {iterations} iterations per preset")
 
     rows, runs = [], []
     for index, preset in enumerate(presets):
@@ -196,11 +191,11 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
         config = load_config(base=base, overrides=[
             f"output_dir={json.dumps(str(run_dir))}", f"model.loss={preset}", f"train.max_iters={iterations}",
             f"train.warmup_iters={min(base['train']['warmup_iters'], iterations // 10)}"])
-        _say(f"[demo] 3/4 training {preset} ({index + 1}/{len(presets)})")
+        say(f"[demo] 3/4 training {preset} ({index + 1}/{len(presets)})")
         t0 = time.perf_counter()
         train(config)
         train_s = time.perf_counter() - t0
-        _say(f"[demo] 4/4 evaluating {preset}")
+        say(f"[demo] 4/4 evaluating {preset}")
         report = evaluate_run(config, checkpoint=run_dir / FINAL)
         rows.append({"preset": preset, **{k: report["metrics"][k] for k in ("AP", "AP50", "AP75")},
                      "spearman": report["consistency"]["overall"].get("spearman"),
@@ -224,5 +219,5 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     write_json_atomic(summary, out / "summary.json")
     write_text_atomic(table + "\n", out / "summary.md")
     print(table)
-    _say(f"[demo] done in {summary['total_s'] / 60:.1f} min; results in {out}")
+    say(f"[demo] done in {summary['total_s'] / 60:.1f} min; results in {out}")
     return summary

@@ -1,6 +1,6 @@
 """``harmonicdet predict``: a trained detector on image files, drawn and written as COCO results.
 
-The model is built from the run config by :func:`~harmonicdet.engine.builders.build_model`
+The model is built from the run config by :func:`~harmonicdet.engine.from_config.build_model`
 (any arch the package builds) and loaded with the run's ``model_final.pt`` or ``last.pt``;
 it runs in batches on ``train.device`` (``auto``: CUDA when available). Images are
 fed at their own size: the detector's transform resizes them and maps its boxes back,
@@ -39,10 +39,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from harmonicdet.engine.builders import build_datasets, build_model
+from harmonicdet.engine.from_config import build_datasets, build_model
 from harmonicdet.engine.config import Config
-from harmonicdet.engine.evaluate import detections_to_coco
-from harmonicdet.engine.run_eval import load_weights
+from harmonicdet.engine.coco_evaluation import detections_to_coco
+from harmonicdet.engine.trained_run import load_weights
 from harmonicdet.engine.distributed import resolve_device
 from harmonicdet.io import write_image_atomic, write_json_atomic
 

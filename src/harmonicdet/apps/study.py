@@ -50,12 +50,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from harmonicdet.engine.builders import build_datasets, coco_ground_truth
+from harmonicdet.engine.from_config import build_datasets, coco_ground_truth
 from harmonicdet.engine.checkpoint import FINAL, LAST, load_checkpoint
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
-from harmonicdet.engine.run_eval import evaluate_run
+from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.train import train
-from harmonicdet.io import read_jsonl, write_bytes_atomic, write_json_atomic
+from harmonicdet.io import read_jsonl, say, write_bytes_atomic, write_json_atomic
 
 _STUDY_FIELDS = {"name", "output_dir", "report_dir", "baseline", "bootstrap", "set", "archs", "runs"}
 _ARCH_FIELDS = {"config", "set"}
@@ -227,10 +227,6 @@ def record_run(directory: Path, record: Path) -> None:
             write_bytes_atomic(data, record / name)
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def write_train_seconds(directory: Path, seconds: float) -> None:
     """``directory/study_timing.json``: a run's training seconds, summed over the sittings that trained it."""
     write_json_atomic({"train_s": seconds}, directory / "study_timing.json")
@@ -285,12 +281,12 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
     if not report_only:
         for index, run in enumerate(selected, start=1):
             state = run_state(run)
-            _say(f"[study] {index}/{len(selected)} {run.name}: {STATE_ACTIONS[state]}")
+            say(f"[study] {index}/{len(selected)} {run.name}: {STATE_ACTIONS[state]}")
             execute_run(run, state, show_progress=show_progress)
     if not report:
         return None
     summary = write_study_report(study)
-    _say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
+    say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
 
 
@@ -319,7 +315,7 @@ def run_lanes(path: str | Path, lanes: int, *, limit_s: Optional[float] = None) 
             with open(log_dir / f"lane{lane}.log", "a", encoding="utf-8") as log:
                 processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                                   env={**os.environ, "OMP_NUM_THREADS": threads}))
-            _say(f"[study] lane {lane}: {len(unfinished[lane::lanes])} runs, log {log_dir / f'lane{lane}.log'}")
+            say(f"[study] lane {lane}: {len(unfinished[lane::lanes])} runs, log {log_dir / f'lane{lane}.log'}")
         for process in processes:
             try:
                 process.wait(timeout=limit_s)

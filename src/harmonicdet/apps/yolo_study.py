@@ -52,10 +52,10 @@ from harmonicdet.analysis.study_report import write_report
 from harmonicdet.tables import markdown_grid
 from harmonicdet.data import CocoDetectionDataset, make_scenes
 from harmonicdet.data.yolo import write_yolo_dataset
-from harmonicdet.engine.evaluate import coco_metrics
+from harmonicdet.engine.coco_evaluation import coco_metrics
 from harmonicdet.apps.study import STATE_ACTIONS, record_run, refuse_other_settings, write_train_seconds
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
-from harmonicdet.models.presets import HarmonicOptions
+from harmonicdet.losses import HarmonicOptions
 from harmonicdet.provenance import record_sitting
 
 _FACTOR_KEYS = ("beta_c", "beta_c_bce", "beta_c_ceiling", "beta_c_gains_inside", "beta_r", "beta_r_std",

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-from harmonicdet.io import write_json_atomic
-
-
-def _file_part(label: str) -> str:
-    """``label`` made safe as part of a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "dt"
+from harmonicdet.io import safe_file_part, write_json_atomic
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -23,7 +17,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(args.dt)} --dt files but {len(labels)} --label values")
     if args.candidates and len(args.candidates) != len(args.dt):
         raise ValueError(f"give one --candidates file per --dt ({len(args.dt)}), got {len(args.candidates)}")
-    if len(set(labels)) != len(labels) or len({_file_part(x) for x in labels}) != len(labels):
+    if len(set(labels)) != len(labels) or len({safe_file_part(x, "dt") for x in labels}) != len(labels):
         raise ValueError(f"labels must be distinct (also as file names), got {labels}")
     truth = GroundTruth(args.gt)
     reports = {}
@@ -35,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_json_atomic(reports, out / "consistency.json")
     for label, report in reports.items():
-        plot_consistency(report, out / f"consistency_{_file_part(label)}.png", label)
+        plot_consistency(report, out / f"consistency_{safe_file_part(label, 'dt')}.png", label)
     if len(reports) > 1:
         plot_consistency_comparison(list(reports.values()), labels, out)
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

@@ -24,7 +24,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from harmonicdet.engine.config import load_config
-    from harmonicdet.engine.run_eval import evaluate_run
+    from harmonicdet.engine.trained_run import evaluate_run
 
     config = load_config(args.config, args.set)
     report = evaluate_run(config, checkpoint=args.checkpoint, out_dir=args.out, show_progress=not args.quiet)
@@ -34,7 +34,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _gradients(args: argparse.Namespace) -> int:
-    from harmonicdet.engine.run_eval import run_gradient_norms
+    from harmonicdet.engine.trained_run import run_gradient_norms
     from harmonicdet.io import write_json_atomic
 
     reports = []

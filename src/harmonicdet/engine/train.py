@@ -12,6 +12,7 @@ continues from, written atomically) and ``model_final.pt`` (the trained weights)
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,16 +21,16 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.data import collate
 from harmonicdet.engine import distributed as dist_utils
-from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
+from harmonicdet.engine.from_config import build_datasets, build_model, coco_ground_truth
 from harmonicdet.engine.checkpoint import (FINAL, LAST, check_resume_config, load_checkpoint, save_checkpoint, save_model,
                                            set_rng_state)
 from harmonicdet.engine.config import Config, dump_config
-from harmonicdet.engine.evaluate import evaluate
-from harmonicdet.engine.progress import Progress
+from harmonicdet.engine.coco_evaluation import evaluate
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
 from harmonicdet.io import read_jsonl, write_text_atomic
 from harmonicdet.models import loss_stats
@@ -261,8 +262,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     resumed_at = start_iter if checkpoint else None
     log = MetricsLog(out / "metrics.jsonl", resumed_at) if is_main else None
     periodic = PeriodicEvaluation(config, val_set, out if is_main else None, resumed_at, device, model)
-    progress = Progress(max_iters, "train", every=cfg_train["log_every"], start=start_iter,
-                        enabled=show_progress and is_main)
+    progress = tqdm(total=max_iters, initial=start_iter, desc="train", unit="it", file=sys.stderr,
+                    disable=not (show_progress and is_main), dynamic_ncols=True)
     train_model.train()
     iteration = start_iter
     # a checkpoint written before training time was kept counts its sittings as 0 s
@@ -280,7 +281,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
                     record = _record(model, iteration, epoch, loss, loss_dict, lr, step_time, images_per_step)
                     log.write(record)
                     shown = {"loss": record["loss"], **{k: record[k] for k in ("beta_c", "beta_r") if k in record}}
-                    progress.update(values=shown, unit_rate=images_per_step)
+                    progress.set_postfix(shown, refresh=False)
+                progress.update(1)
                 end_of_epoch = batch_index + 1 == batches_per_epoch
                 if periodic.due(iteration):
                     periodic(iteration)

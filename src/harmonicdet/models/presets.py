@@ -26,9 +26,7 @@ differentiated through by default (the supplement's S-5/S-10);
 make one factor alone a constant.
 
 The option classes are the losses' own, validated when made
-(:class:`harmonicdet.losses.HarmonicOptions`, :class:`harmonicdet.losses.QFLOptions`),
-and are re-exported here, as are the statistics helpers of
-:mod:`harmonicdet.models.stats` (``loss_stats``, ``StatsMixin``, ``HarmonicStatsMixin``).
+(:class:`harmonicdet.losses.HarmonicOptions`, :class:`harmonicdet.losses.QFLOptions`).
 """
 
 from __future__ import annotations
@@ -38,10 +36,8 @@ from typing import Any, Dict, Mapping, Union
 
 from harmonicdet.losses.options import HarmonicOptions, QFLOptions
 
-from .stats import HarmonicStatsMixin, StatsMixin, loss_stats  # re-exported: their home before models/stats.py
 
-__all__ = ["PRESETS", "QFL_ARCHS", "HarmonicOptions", "HarmonicStatsMixin", "LossOptions", "QFLOptions",
-           "StatsMixin", "harmonic_options", "loss_stats"]
+__all__ = ["PRESETS", "QFL_ARCHS", "LossOptions", "harmonic_options"]
 
 # what a preset becomes: the options object the heads keep (None: the detector's own loss)
 LossOptions = Union[None, HarmonicOptions, QFLOptions]

@@ -14,7 +14,6 @@ ones first, then by score. Counts in ``draw.json`` are over all detections.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -22,16 +21,12 @@ import numpy as np
 from PIL import Image
 
 from harmonicdet.analysis.consistency import GroundTruth, inconsistent_detections, score_iou_pairs
-from harmonicdet.io import write_image_atomic, write_json_atomic
+from harmonicdet.io import safe_file_part, write_image_atomic, write_json_atomic
 from harmonicdet.visualization import draw as drawing
 from harmonicdet.visualization.draw import Bands
 
 DEFAULT_SCORE_THRESH = 0.3
 DEFAULT_MAX_PER_IMAGE = 30
-
-
-def _file_part(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
 
 
 class _Matched:
@@ -199,7 +194,7 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
             gt, dts, labels, images_dir, ids=ids, worst=worst, score_thresh=score_thresh,
             max_per_image=max_per_image, bands=bands, scale=scale, show_progress=show_progress):
         picture = panels[0] if len(panels) == 1 else drawing.side_by_side(panels, labels, scale=scale)
-        png = f"{image_id}_{_file_part(Path(file_name).stem)}.png"
+        png = f"{image_id}_{safe_file_part(Path(file_name).stem, 'image')}.png"
         write_image_atomic(drawing.with_legend(picture, bands, scale), out / png, compress_level=1)
         images.append({"image_id": image_id, "file_name": file_name, "png": png, "counts": counts})
     summary = {"gt": str(gt) if isinstance(gt, (str, os.PathLike)) else None,

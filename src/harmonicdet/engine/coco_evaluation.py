@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.data import collate
-from harmonicdet.engine.builders import coco_ground_truth
-from harmonicdet.engine.progress import Progress
+from harmonicdet.engine.from_config import coco_ground_truth
 from harmonicdet.io import write_json_atomic
 from harmonicdet.models import pre_nms_candidates
 
@@ -69,8 +70,8 @@ def evaluate(model: torch.nn.Module, dataset, *, device: torch.device, batch_siz
     model.eval()
     shard = Subset(dataset, range(dist_utils.rank(), len(dataset), dist_utils.world_size()))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    progress = Progress(len(shard), "eval", every=max(1, len(shard) // 10),
-                        enabled=show_progress and dist_utils.is_main_process())
+    progress = tqdm(total=len(shard), desc="eval", unit="img", file=sys.stderr, dynamic_ncols=True,
+                    disable=not (show_progress and dist_utils.is_main_process()))
     results: List[Dict[str, Any]] = []
     pre_nms: List[Dict[str, Any]] = []
     for images, targets in loader:

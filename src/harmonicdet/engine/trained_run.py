@@ -14,10 +14,10 @@ from harmonicdet.analysis.branch_gradients import branch_gradient_norms
 from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.engine import distributed as dist_utils
 from harmonicdet.data import collate
-from harmonicdet.engine.builders import build_datasets, build_model, coco_ground_truth
+from harmonicdet.engine.from_config import build_datasets, build_model, coco_ground_truth
 from harmonicdet.engine.checkpoint import FINAL, check_model_config, load_model_state
 from harmonicdet.engine.config import Config, load_config
-from harmonicdet.engine.evaluate import evaluate
+from harmonicdet.engine.coco_evaluation import evaluate
 from harmonicdet.io import write_json_atomic
 
 
