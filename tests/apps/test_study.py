@@ -19,7 +19,7 @@ from harmonicdet.data import scenes_paths
 from harmonicdet.apps.study import load_study, round_figures, run_state, run_study
 from harmonicdet.io import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_study(tmp_path: Path, scenes: Path, runs, *, max_iters: int = 2, **extra) -> Path:

@@ -24,7 +24,7 @@ from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler, lr_factor
 from harmonicdet.engine.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env():

@@ -34,7 +34,7 @@ from harmonicdet.integrations.ultralytics import (  # noqa: E402
     loss_options,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _model(cfg, nc=3, **loss):

@@ -88,6 +88,9 @@ def test_fig3_from_training_logs(tmp_path):
     assert main(["figures", "--out", str(tmp_path / "out"), "--log", *runs]) == 0
     assert (tmp_path / "out" / "fig3_training_loss.png").stat().st_size > 1000
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"iteration": 1, "loss": 1.0}\nnot json\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+    bad.write_text('{"iteration": 1, "loss": 1.0}\nnot json\n{"iteration": 2, "loss": 0.5}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 2 is not valid JSON"):
         read_loss_curve(bad)
+    torn = tmp_path / "torn.jsonl"  # a last line cut short by a kill is dropped, as every log reader does
+    torn.write_text('{"iteration": 1, "loss": 1.0}\n{"iteration": 2, "lo')
+    assert read_loss_curve(torn)[1].tolist() == [1.0]
