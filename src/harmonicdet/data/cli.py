@@ -1,5 +1,5 @@
 """``harmonicdet data scenes``: write the Fashion-MNIST scenes as a COCO dataset; ``harmonicdet data yolo``: any
-dataset in the YOLO layout."""
+dataset in the YOLO layout; ``harmonicdet data tiles``: large photographs cut into fixed-size COCO tiles."""
 
 from __future__ import annotations
 
@@ -56,6 +56,32 @@ def _yolo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiles(args: argparse.Namespace) -> int:
+    from .coco import CocoDetectionDataset
+    from .tiles import TileSpec, make_tiles
+    from .voc import VOC_CLASSES, VocDetectionDataset
+
+    if (args.voc is None) == (args.coco is None):
+        raise ValueError("give exactly one source: --voc ROOT or --coco IMAGES ANN")
+    spec = TileSpec(size=args.size, overlap=args.overlap, min_visible=args.min_visible, keep_empty=args.keep_empty)
+    if args.voc is not None:
+        classes = VOC_CLASSES if args.classes is None else [c.strip() for c in args.classes.split(",")]
+        if not all(classes):
+            raise ValueError(f"--classes must be comma-separated class names, got {args.classes!r}")
+        source = VocDetectionDataset(args.voc, args.split, classes=classes, skip_invalid=args.skip_invalid)
+    else:
+        if args.classes is not None:
+            raise ValueError("--classes is for --voc; a COCO file names its categories")
+        source = CocoDetectionDataset(args.coco[0], args.coco[1], skip_invalid=args.skip_invalid)
+    result = make_tiles(source, args.out, spec, val_images=args.val_images, val_fraction=args.val_fraction,
+                        seed=args.seed, single_class=args.single_class)
+    for split in ("train", "val"):
+        counts = result[f"{split}_counts"]
+        print(f"{split}: {counts['tiles']} tiles with {counts['boxes']} boxes from {counts['sources']} source "
+              f"image(s); {result[f'{split}_images']}, {result[f'{split}_annotations']}")
+    return 0
+
+
 def add_parser(subparsers) -> None:
     data = subparsers.add_parser("data", help="make datasets",
                                  description="Make datasets.").add_subparsers(dest="data_command", metavar="WHAT",
@@ -96,3 +122,32 @@ def add_parser(subparsers) -> None:
     p.add_argument("--val-split", default="val", help="VOC split list for validation (default val)")
     p.add_argument("--skip-invalid", action="store_true", help="skip invalid annotations with a warning")
     p.set_defaults(func=_yolo)
+
+    p = data.add_parser(
+        "tiles", help="cut large annotated photographs (VOC or COCO) into fixed-size COCO tiles, split by source image",
+        description="Cut every source image into SIZE x SIZE tiles overlapping by OVERLAP pixels; the last tile of a "
+        "row or column is shifted to end at the image border (an image smaller than a tile is padded with black). "
+        "A box is kept in a tile, clipped to it, when at least MIN_VISIBLE of its area lies inside (ignored objects "
+        "too, kept as iscrowd=1); tiles without a kept box are dropped unless --keep-empty. All tiles of a source "
+        "image go to one split. Writes OUT/{train,val}/<stem>_x<X>_y<Y>.png and "
+        "OUT/annotations/instances_{train,val}.json; the same inputs give the same files. OUT must be new, empty "
+        "or made by this command before (then it is replaced as a whole).")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--voc", default=None, metavar="ROOT", help="a VOC folder (Annotations, JPEGImages, ImageSets)")
+    p.add_argument("--split", default="trainval", help="with --voc: the ImageSets/Main list to tile (default trainval)")
+    p.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="with --voc: the class names, comma-separated (default: the 20 VOC classes)")
+    p.add_argument("--coco", nargs=2, default=None, metavar=("IMAGES", "ANN"), help="image folder and instances JSON")
+    p.add_argument("--single-class", default=None, metavar="NAME", help="every object becomes the one class NAME")
+    p.add_argument("--size", type=int, default=400, help="tile side in pixels (default 400)")
+    p.add_argument("--overlap", type=int, default=100, help="overlap of neighbouring tiles in pixels (default 100)")
+    p.add_argument("--min-visible", type=float, default=0.5,
+                   help="keep a box in a tile when at least this fraction of its area lies inside (default 0.5)")
+    p.add_argument("--keep-empty", action="store_true", help="keep tiles without a box")
+    p.add_argument("--val-images", nargs="+", default=None, metavar="NAME",
+                   help="the source images (file names or stems) whose tiles form the val split")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="instead of --val-images: this fraction of the source images, drawn with --seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of --val-fraction's draw (default 0)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid annotations with a warning")
+    p.set_defaults(func=_tiles)
