@@ -22,7 +22,7 @@ A finished run is recorded in ``OUT/runs/<model stem>-<variant>-s<seed>/``, the 
 * ``provenance.json`` (every sitting's version and commit), ``study_timing.json`` (the sum of the
   epochs' training seconds, over every sitting);
 * ``factors.json``: per-epoch means of the criterion's statistics and the last epoch's
-  :func:`factor_measurement`.
+  :func:`harmonicdet.integrations.ultralytics.measurement.factor_measurement`.
 
 ``OUT/summary.json``, ``summary.md`` and ``plots/`` are
 :func:`harmonicdet.analysis.study_report.write_report`'s (mean ± std over seeds, deltas paired by
@@ -43,7 +43,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -110,7 +110,7 @@ class YoloRunSettings:
         return yaml.safe_dump(asdict(self), sort_keys=True)
 
 
-def run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
+def yolo_run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
     """``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable ``last.pt``) or ``new``."""
     import torch
 
@@ -214,18 +214,19 @@ def prepare_data(folder: Path, num_train: int, num_val: int) -> Path:
     return yaml_path
 
 
-def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: Path, *, threads: int,
+def execute_yolo_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: Path, *, threads: int,
                 say=print) -> None:
     """Bring one run to ``done``: train (or resume) it with ``threads`` torch threads, evaluate ``last.pt`` and
     write its record."""
     import torch
 
     from harmonicdet.integrations.ultralytics import HarmonicDetectionTrainer, ensure_fonts
+    from harmonicdet.integrations.ultralytics.measurement import factor_measurement
 
     from ultralytics import YOLO
 
     directory = runs / settings.name
-    state = run_state(settings, directory, record)
+    state = yolo_run_state(settings, directory, record)
     say(f"[yolo-study] {settings.name}: {STATE_ACTIONS[state]}")
     if state == "done":
         return
@@ -270,80 +271,6 @@ def execute_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, record: 
     write_json_atomic({"epochs": read_jsonl(directory / "epochs.jsonl"), "measurement": measurement},
                       record / "factors.json")
     record_run(directory, record)
-
-
-def factor_measurement(anchors: Mapping[str, Any]) -> Dict[str, Any]:
-    """What the candidate factors reach over foreground anchors (the decisions of the integration's docstring).
-
-    ``beta_c``: BCE against a soft target ``t`` is at least the target's entropy ``H(t)``, so
-    ``exp(-BCE) <= exp(-H(t))`` (the ceiling, ``exp(-BCE) / exp(-KL)``) even for a perfect
-    prediction, while ``exp(-KL)`` reaches 1. Reported for the anchors with ``t >= 0.3`` and for
-    those with ``t >= 0.1`` predicted within 0.05 of their target: medians of ``exp(-KL)`` (used),
-    ``exp(-BCE)`` and the ceiling. ``beta_r`` with the gains outside vs inside the exponent:
-    quantiles p10/p50/p90 (a factor ``1 + beta`` that stays at 1 couples nothing).
-
-    Args:
-        anchors: float tensors over the same anchors: ``target``, ``prob``, ``beta_c``, ``beta_c_bce``,
-            ``beta_r``, ``beta_r_gains_inside``.
-    """
-    t, p = anchors["target"], anchors["prob"]
-    out: Dict[str, Any] = {"num_anchors": int(t.numel()), "target_quantiles": _quantiles(t)}
-    for name, mask in (("target_ge_0.3", t >= 0.3), ("target_ge_0.1_predicted", (t >= 0.1) & ((p - t).abs() < 0.05))):
-        entry: Dict[str, Any] = {"num_anchors": int(mask.sum())}
-        if mask.any():
-            ceiling = anchors["beta_c_bce"][mask] / anchors["beta_c"][mask].clamp(min=1e-12)
-            entry.update({"beta_c_median": float(anchors["beta_c"][mask].median()),
-                          "beta_c_bce_median": float(anchors["beta_c_bce"][mask].median()),
-                          "ceiling_median": float(ceiling.median())})
-        out[name] = entry
-    for key in ("beta_r", "beta_r_gains_inside"):
-        out[key] = {"quantiles": _quantiles(anchors[key])}
-    return out
-
-
-def _quantiles(x: Any) -> Dict[str, float]:
-    import torch
-
-    q = torch.quantile(x.double()[:1_000_000], torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
-    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
-
-
-def bench_steps(model_yaml: str, variants: Sequence[str], reps: int, imgsz: int, batch: int) -> Dict[str, Any]:
-    """Median time of a training step (forward, loss, backward) and of the loss alone, per variant.
-
-    The variants alternate on the same model and batch (random images, 4 boxes each), so a
-    shared machine's load affects them alike.
-    """
-    import torch
-    from ultralytics.cfg import get_cfg
-
-    from harmonicdet.integrations.ultralytics import HarmonicDetectionModel, build_criterion
-
-    torch.manual_seed(0)
-    model = HarmonicDetectionModel(model_yaml, nc=10, verbose=False)
-    model.args = get_cfg()
-    model.train()
-    img = torch.rand(batch, 3, imgsz, imgsz)
-    centres, sizes = 0.2 + 0.6 * torch.rand(batch * 4, 2), 0.12 + 0.32 * torch.rand(batch * 4, 2)
-    data = {"img": img, "batch_idx": torch.arange(batch).repeat_interleave(4).float(),
-            "cls": torch.randint(0, 10, (batch * 4, 1)).float(), "bboxes": torch.cat([centres, sizes], 1)}
-    criteria = {v: build_criterion(model, variant_options(v)) for v in variants}
-    step: Dict[str, List[float]] = {v: [] for v in variants}
-    loss_only: Dict[str, List[float]] = {v: [] for v in variants}
-    for rep in range(reps + 2):
-        for v in (variants if rep % 2 == 0 else list(reversed(variants))):
-            model.zero_grad(set_to_none=True)
-            start = time.perf_counter()
-            preds = model(img)
-            middle = time.perf_counter()
-            loss = criteria[v](preds, data)[0].sum()
-            after_loss = time.perf_counter()
-            loss.backward()
-            if rep >= 2:  # two warm-up rounds
-                step[v].append(time.perf_counter() - start)
-                loss_only[v].append(after_loss - middle)
-    return {v: {"step_ms": 1000 * statistics.median(step[v]), "loss_forward_ms": 1000 * statistics.median(loss_only[v]),
-                "reps": reps} for v in variants}
 
 
 def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[Mapping[str, Any]]) -> str:
@@ -403,9 +330,9 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
                                val_images=args.val_images, device=args.device)
                for s in args.seeds for v in args.variants]
     for settings in planned:  # every run's settings are checked before any trains
-        run_state(settings, runs / settings.name, out / "runs" / settings.name)
+        yolo_run_state(settings, runs / settings.name, out / "runs" / settings.name)
     for settings in planned:
-        execute_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
+        execute_yolo_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
     if args.no_report:
         return None
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
@@ -413,7 +340,10 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
             "report_dir": str(out)}
     summary = write_report(spec, [{"name": s.name, "arch": s.arch, "variant": s.variant, "seed": s.seed,
                                    "dir": str(out / "runs" / s.name)} for s in planned], ground_truth)
-    bench = bench_steps(args.model, args.variants, args.bench_reps, args.imgsz, args.batch) if args.bench_reps else None
+    if args.bench_reps:
+        from harmonicdet.integrations.ultralytics.measurement import bench_steps
+    bench = (bench_steps(args.model, {v: variant_options(v) for v in args.variants}, args.bench_reps, args.imgsz,
+                         args.batch) if args.bench_reps else None)
     factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in planned}
     write_text_atomic(factors_markdown(factors, bench), out / "factors.md")
     say(f"[yolo-study] {len(summary['runs'])}/{len(planned)} runs recorded; report in {out}")
