@@ -170,6 +170,8 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
     assert variant_loss("harmonic_beta_r") == ("harmonic", {"detach_factors": "beta_r"})
     assert variant_loss("harmonic_iou_beta_c") == ("harmonic_iou", {"detach_factors": "beta_c"})
     assert variant_loss("standard_beta_r") == ("standard_beta_r", {})  # nothing to detach: not a preset
+    assert variant_loss("harmonicdet_prob") == ("harmonicdet", {"beta_c_mode": "prob"})
+    assert variant_options("harmonicdet_prob").beta_c_mode == "prob" and variant_options("harmonicdet_prob").alpha == 1.5
     assert variant_options("harmonic_beta_r").detach_factors == "beta_r" and variant_options("standard") is None
     out = tmp_path / "out"
     assert cli_main(["yolo-study", "--out", str(out), "--data", str(tmp_path / "data"),
@@ -457,6 +459,11 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
     factors = json.loads((out / "runs" / "yolov8n-harmonic-s0" / "factors.json").read_text())
     assert [e["epoch"] for e in factors["epochs"]] == [1, 2] and factors["measurement"]["num_anchors"] > 0
     assert "| yolov8n-harmonic-s0 | 2 |" in (out / "factors.md").read_text()
+    for name in records:  # the final weights' overlap with TAL's target, standard's with harmonicdet's weights
+        overlap = json.loads((out / "runs" / name / "overlap.json").read_text())
+        assert overlap["images"] == 512 and overlap["num_anchors"] > 0
+        assert overlap["options"]["tc_margin"] == (0.2 if "standard" in name else None)
+    assert "1 + beta_r (cls) vs t" in (out / "factors.md").read_text()
 
     # a later sitting has the records, not the run folders: nothing trains, the report is the same
     shutil.rmtree(runs)

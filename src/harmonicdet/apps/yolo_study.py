@@ -65,9 +65,11 @@ _DETACHABLE = ("beta_r", "beta_c")
 
 
 def variant_loss(variant: str) -> Tuple[str, Dict[str, Any]]:
-    """A variant's loss preset and options: ``PRESET``, or ``PRESET_beta_r`` / ``PRESET_beta_c`` for that preset
-    with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``.
-    :func:`variant_options` validates them."""
+    """A variant's loss preset and options: ``PRESET``, ``PRESET_beta_r`` / ``PRESET_beta_c`` for that preset
+    with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``, or
+    ``PRESET_prob`` with ``beta_c_mode="prob"``. :func:`variant_options` validates them."""
+    if variant.endswith("_prob") and variant[: -len("_prob")] != "standard":
+        return variant[: -len("_prob")], {"beta_c_mode": "prob"}
     for factor in _DETACHABLE:
         preset = variant[: -len(factor) - 1]
         if variant.endswith(f"_{factor}") and preset != "standard":
@@ -273,22 +275,49 @@ def execute_yolo_run(settings: YoloRunSettings, data_yaml: Path, runs: Path, rec
     record_run(directory, record)
 
 
-def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[Mapping[str, Any]]) -> str:
-    """``factors.md``: per-epoch factor means of the harmonic runs, the last epoch's measurement, the step times.
+def record_overlap(settings: YoloRunSettings, directory: Path, record: Path, data_yaml: Path, images: int) -> None:
+    """``record/overlap.json``: ``tal_overlap`` of a recorded run's final weights over the first ``images`` training
+    images, with its own loss options (``standard``: ``harmonicdet``'s); skipped without the weights (a record
+    from another machine) or when already measured."""
+    weights = directory / "weights" / "last.pt"
+    if images == 0 or not (record / "eval.json").is_file() or not weights.is_file() or (record / "overlap.json").is_file():
+        return
+    from harmonicdet.integrations.ultralytics import loss_options
+    from harmonicdet.integrations.ultralytics.measurement import measure_overlap, yolo_batches
+
+    from ultralytics import YOLO
+    from ultralytics.cfg import get_cfg
+
+    options = variant_options(settings.variant) or loss_options("harmonicdet")
+    model = YOLO(str(weights)).model
+    model.args = get_cfg(overrides=model.args)  # the checkpoint keeps its training arguments as a dict: the gains
+    overlap = measure_overlap(model, yolo_batches(data_yaml, "train", settings.batch, images), options)
+    write_json_atomic({"weights": str(weights), "images": images, "options": asdict(options), **overlap},
+                      record / "overlap.json")
+
+
+def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[Mapping[str, Any]],
+                     overlaps: Mapping[str, Mapping[str, Any]], anchors_per_batch: int) -> str:
+    """``factors.md``: per-epoch factor means of the harmonic runs, the last epoch's measurement, the overlap of the
+    Harmonic weights with TAL's target, the step times.
 
     Args:
         records: run name -> its ``factors.json``.
-        bench: :func:`bench_steps`' result, or ``None``.
+        bench: ``bench_steps``' result, or ``None``.
+        overlaps: run name -> its ``overlap.json`` (``tal_overlap`` of its final weights).
+        anchors_per_batch: anchors of a training batch, for the share of foreground anchors.
     """
     sections = ["# The Harmonic loss's factors in YOLO training",
                 "Batch means over foreground anchors, per epoch: `beta_c` = exp(-KL) used, `beta_c_bce` = exp(-BCE) "
                 "without the entropy removed, `beta_c_ceiling` = exp(-H(t)) its maximum, `*_gains_inside` with the "
                 "gains in the exponent, `reversed_frac` the share of anchors whose S-5 box-gradient factor is "
-                "negative, `target_score` TAL's target of the assigned class."]
+                "negative, `target_score` TAL's target of the assigned class, `fg_share` the foreground anchors' "
+                f"share of a batch's {anchors_per_batch} anchors."]
     rows = [[name, e["epoch"]] + [f"{e['stats'][k]:.3g}" if k in e["stats"] else "—" for k in _FACTOR_KEYS]
+            + [f"{e['stats']['num_fg'] / anchors_per_batch:.3g}" if "num_fg" in e["stats"] else "—"]
             for name, f in records.items() for e in f["epochs"] if "stats" in e]
     if rows:
-        sections.append(markdown_grid(("run", "epoch") + _FACTOR_KEYS, rows))
+        sections.append(markdown_grid(("run", "epoch") + _FACTOR_KEYS + ("fg_share",), rows))
     measured = {name: f["measurement"] for name, f in records.items() if f.get("measurement")}
     if measured:
         def q(d):
@@ -307,6 +336,17 @@ def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[M
                                    [[name, m["num_anchors"], q(m["target_quantiles"]), cell(m["target_ge_0.3"]),
                                      cell(m["target_ge_0.1_predicted"]), q(m["beta_r"]["quantiles"]),
                                      q(m["beta_r_gains_inside"]["quantiles"])] for name, m in measured.items()])]
+    if overlaps:
+        def weight(o):
+            return " / ".join("—" if o[k] is None else f"{o[k]:+.3f}" for k in ("spearman", "pearson", "eta2"))
+
+        sections += ["How far the Harmonic weights are a function of TAL's target t, over the foreground anchors of "
+                     "the final weights on training images (no augmentation): Spearman / Pearson / eta^2 (the share "
+                     "of the weight's variance that any function of t explains, over 20 quantile bins of t). For "
+                     "`standard`, the weights the `harmonicdet` loss would give.",
+                     markdown_grid(("run", "fg anchors", "1 + beta_r (cls) vs t", "1 + beta_c (box) vs t"),
+                                   [[name, o["num_anchors"], weight(o["cls_weight_1_plus_beta_r"]),
+                                     weight(o["box_weight_1_plus_beta_c"])] for name, o in overlaps.items()])]
     if bench:
         sections += [f"Training step (forward + loss + backward; variants interleaved in one process, median of "
                      f"{next(iter(bench.values()))['reps']}):",
@@ -333,6 +373,8 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
         yolo_run_state(settings, runs / settings.name, out / "runs" / settings.name)
     for settings in planned:
         execute_yolo_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
+    for settings in planned:
+        record_overlap(settings, runs / settings.name, out / "runs" / settings.name, data_yaml, args.overlap_images)
     if args.no_report:
         return None
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
@@ -345,6 +387,10 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
     bench = (bench_steps(args.model, {v: variant_options(v) for v in args.variants}, args.bench_reps, args.imgsz,
                          args.batch) if args.bench_reps else None)
     factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in planned}
-    write_text_atomic(factors_markdown(factors, bench), out / "factors.md")
+    overlaps = {s.name: json.loads((out / "runs" / s.name / "overlap.json").read_text()) for s in planned
+                if (out / "runs" / s.name / "overlap.json").is_file()}
+    # YOLOv8/11/26 detect at strides 8, 16 and 32
+    anchors_per_batch = args.batch * sum((args.imgsz // stride) ** 2 for stride in (8, 16, 32))
+    write_text_atomic(factors_markdown(factors, bench, overlaps, anchors_per_batch), out / "factors.md")
     say(f"[yolo-study] {len(summary['runs'])}/{len(planned)} runs recorded; report in {out}")
     return summary

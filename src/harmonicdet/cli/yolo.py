@@ -25,7 +25,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", default="yolov8n.yaml", help="Ultralytics model yaml (default yolov8n.yaml)")
     p.add_argument("--variants", nargs="+", default=["standard", "harmonic"],
                    help="loss presets: standard (Ultralytics' own loss), harmonic, harmonic_iou, harmonicdet; "
-                        "PRESET_beta_r / PRESET_beta_c detaches that factor (default standard harmonic)")
+                        "PRESET_beta_r / PRESET_beta_c detaches that factor, PRESET_prob takes beta_c as the "
+                        "predicted probability of the assigned class (default standard harmonic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=_positive_int, default=100)
     p.add_argument("--eval-every", type=_positive_int, default=5, help="epochs between validations (default 5)")
@@ -38,6 +39,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--bootstrap", type=_positive_int, default=300, help="paired bootstrap samples (default 300)")
     p.add_argument("--bench-reps", type=int, default=0,
                    help="also time training steps of each variant, interleaved in one process (default 0: no)")
+    p.add_argument("--overlap-images", type=int, default=512,
+                   help="training images on which each run's final weights measure the overlap of the Harmonic "
+                        "weights with TAL's target (overlap.json, factors.md; default 512, 0: no)")
     p.add_argument("--no-report", action="store_true",
                    help="train and evaluate only; e.g. one process per variant side by side "
                         "(scripts/yolo_study_lanes.sh), then one call without it writes the report")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
 from harmonicdet.losses.options import HarmonicOptions
 
-__all__ = ["bench_steps", "factor_measurement"]
+__all__ = ["bench_steps", "factor_measurement", "measure_overlap", "tal_overlap", "yolo_batches"]
+
+OVERLAP_BINS = 20  # quantile bins of the TAL target for the share of a weight's variance that t explains
 
 
 def factor_measurement(anchors: Mapping[str, Any]) -> Dict[str, Any]:
@@ -87,3 +90,109 @@ def bench_steps(model_yaml: str, options: Mapping[str, Optional[HarmonicOptions]
                 loss_only[v].append(after_loss - middle)
     return {v: {"step_ms": 1000 * statistics.median(step[v]), "loss_forward_ms": 1000 * statistics.median(loss_only[v]),
                 "reps": reps} for v in variants}
+
+
+def _spearman(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
+    """Spearman's rank correlation (ties by average rank), ``None`` when either variable is constant."""
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        order = torch.argsort(v, stable=True)
+        ranked = torch.empty_like(v, dtype=torch.float64)
+        ranked[order] = torch.arange(v.numel(), dtype=torch.float64)
+        _, inverse, counts = torch.unique(v, return_inverse=True, return_counts=True)
+        sums = torch.zeros(counts.numel(), dtype=torch.float64).index_add_(0, inverse, ranked)
+        return (sums / counts)[inverse]  # the mean rank of each group of ties
+
+    return _pearson(ranks(x), ranks(y))
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    norm = float(x.norm() * y.norm())
+    return float((x * y).sum()) / norm if norm > 0 else None
+
+
+def _explained_by_bins(weight: torch.Tensor, t: torch.Tensor, bins: int) -> Optional[float]:
+    """The correlation ratio eta^2: the share of ``weight``'s variance between ``bins`` quantile bins of ``t`` (1:
+    ``weight`` is a function of ``t``, up to the bins' width; 0: knowing ``t`` says nothing of it)."""
+    weight = weight.double()
+    total = float(((weight - weight.mean()) ** 2).sum())
+    if total == 0:
+        return None
+    edges = torch.quantile(t.double(), torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:-1])
+    group = torch.bucketize(t.double(), edges)
+    counts = torch.bincount(group, minlength=bins).double()
+    means = torch.zeros(bins, dtype=torch.float64).index_add_(0, group, weight) / counts.clamp(min=1)
+    return float((counts * (means - weight.mean()) ** 2).sum()) / total
+
+
+def tal_overlap(anchors: Mapping[str, torch.Tensor], bins: int = OVERLAP_BINS) -> Dict[str, Any]:
+    """How far the Harmonic weights are already a function of TAL's target, over foreground anchors.
+
+    TAL's target ``t = s^alpha u^beta`` rises with the IoU ``u``, as does the box-quality weight of Eq. S-1;
+    if the weights are (nearly) a monotone function of ``t``, the coupling adds little to what TAL gives.
+    For each weight, ``1 + beta_r`` (on the classification term) and ``1 + beta_c`` (on the box term), against
+    ``t``: Spearman's rank correlation (+-1: a monotone function), Pearson's, and the correlation ratio
+    ``eta^2`` over ``bins`` quantile bins of ``t`` (the share of the weight's variance any function of ``t``
+    explains). ``None`` where a variable is constant or there are fewer than 2 anchors.
+
+    Args:
+        anchors: tensors over the same foreground anchors: ``target`` (``t``), ``beta_r``, ``beta_c``.
+    """
+    t = anchors["target"].flatten()
+    out: Dict[str, Any] = {"num_anchors": int(t.numel())}
+    for name, beta in (("cls_weight_1_plus_beta_r", anchors["beta_r"]), ("box_weight_1_plus_beta_c", anchors["beta_c"])):
+        weight = 1 + beta.flatten()
+        enough = t.numel() >= 2
+        out[name] = {"spearman": _spearman(weight, t) if enough else None,
+                     "pearson": _pearson(weight, t) if enough else None,
+                     "eta2": _explained_by_bins(weight, t, bins) if enough else None}
+    return out
+
+
+def yolo_batches(data_yaml: Path, split: str, batch: int, limit: int) -> List[Dict[str, torch.Tensor]]:
+    """The first ``limit`` images of a YOLO dataset's ``split`` with their labels, as Ultralytics' training
+    batches (``img`` in [0, 1], ``batch_idx``, ``cls``, normalised ``bboxes`` cx cy w h), without augmentation;
+    every image must have the size of the first (e.g. the scenes' squares)."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from harmonicdet.data.yolo import read_yolo_labels
+
+    spec = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8"))
+    images = sorted((Path(spec.get("path", Path(data_yaml).parent)) / spec[split]).glob("*.png"))[:limit]
+    batches = []
+    for start in range(0, len(images), batch):
+        pixels, index, classes, boxes = [], [], [], []
+        for i, path in enumerate(images[start:start + batch]):
+            image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+            pixels.append(torch.from_numpy(image).permute(2, 0, 1))
+            labels_file = path.parent.parent.parent / "labels" / path.parent.name / f"{path.stem}.txt"
+            labels, xyxy = read_yolo_labels(labels_file, 1.0, 1.0)
+            for label, (x0, y0, x1, y1) in zip(labels, xyxy):
+                index.append(float(i))
+                classes.append([float(label)])
+                boxes.append([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
+        batches.append({"img": torch.stack(pixels), "batch_idx": torch.tensor(index),
+                        "cls": torch.tensor(classes).reshape(-1, 1), "bboxes": torch.tensor(boxes).reshape(-1, 4)})
+    return batches
+
+
+@torch.no_grad()
+def measure_overlap(model: torch.nn.Module, batches: List[Mapping[str, torch.Tensor]],
+                    options: HarmonicOptions) -> Dict[str, Any]:
+    """:func:`tal_overlap` of a trained YOLO ``model`` (any loss: the weights are those the harmonic criterion
+    with ``options`` would give) over ``batches`` (:func:`yolo_batches`); the model is left as it was."""
+    import copy
+
+    from .criterion import build_criterion, last_anchors
+
+    probe = copy.deepcopy(model).float().train()  # training-mode outputs, as the criterion sees them
+    criterion = build_criterion(probe, options)
+    probe.criterion = criterion
+    collected: List[Dict[str, torch.Tensor]] = []
+    for batch in batches:
+        criterion(probe(batch["img"]), batch)
+        collected.append(last_anchors(probe))
+    anchors = {key: torch.cat([a[key] for a in collected]) for key in ("target", "beta_r", "beta_c")}
+    return tal_overlap(anchors)
