@@ -60,10 +60,6 @@ class StandardFCOSHead(FCOSLevelStatsMixin, FCOSHead):
     ``last_stats = {"pos_p3", ..., "pos_p7"}``; ``forward`` is torchvision's.
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4) -> None:
-        super().__init__(in_channels, num_anchors, num_classes, num_convs)
-        self.last_stats = {}
-
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
         losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
@@ -111,7 +107,6 @@ class HarmonicFCOSHead(FCOSLevelStatsMixin, HarmonicStatsMixin, FCOSHead):
                  options: HarmonicOptions) -> None:
         super().__init__(in_channels, num_anchors, num_classes, num_convs)
         self.options = options
-        self.last_stats = {}
 
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:

@@ -82,7 +82,6 @@ class QFLFCOSHead(FCOSLevelStatsMixin, FCOSHead):
         super().__init__(in_channels, num_anchors, num_classes, num_convs)
         self.regression_head.bbox_ctrness = UnitCenterness()
         self.options = options
-        self.last_stats = {}
 
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:
@@ -158,7 +157,6 @@ class QFLRetinaNetHead(StatsMixin, RetinaNetHead):
                  options: QFLOptions) -> None:
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
         self.options = options
-        self.last_stats = {}
 
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:

@@ -36,7 +36,6 @@ class HarmonicRoIHeads(HarmonicStatsMixin, RoIHeads):
     def __init__(self, *args, options: HarmonicOptions, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.options = options
-        self.last_stats = {}
 
     @classmethod
     def from_roi_heads(cls, heads: RoIHeads, options: HarmonicOptions) -> "HarmonicRoIHeads":

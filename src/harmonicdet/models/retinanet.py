@@ -31,7 +31,6 @@ class HarmonicRetinaNetHead(HarmonicStatsMixin, RetinaNetHead):
                  options: HarmonicOptions) -> None:
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
         self.options = options
-        self.last_stats = {}
 
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:

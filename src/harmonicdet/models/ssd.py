@@ -32,7 +32,6 @@ class HarmonicSSD(HarmonicStatsMixin, SSD):
     def __init__(self, *args, options: HarmonicOptions, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.options = options
-        self.last_stats = {}
 
     def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor],
                      anchors: List[Tensor], matched_idxs: List[Tensor]) -> Dict[str, Tensor]:

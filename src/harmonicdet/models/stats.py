@@ -9,6 +9,7 @@ IoU target of the positives); every FCOS head, ``standard`` included, adds ``pos
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
@@ -20,7 +21,8 @@ __all__ = ["HarmonicStatsMixin", "StatsMixin", "loss_stats"]
 class StatsMixin:
     """Keeps scalar statistics of the last training forward (detached tensors) in ``last_stats``."""
 
-    last_stats: Dict[str, torch.Tensor]
+    # none before the first training forward; each forward binds a new dict, so the shared default is never changed
+    last_stats: Mapping[str, torch.Tensor] = MappingProxyType({})
 
     def _record_stats(self, stats: Mapping[str, torch.Tensor], keys: Optional[Sequence[str]] = None) -> None:
         self.last_stats = {k: stats[k].detach() for k in (stats if keys is None else keys)}
