@@ -291,8 +291,10 @@ def record_overlap(settings: YoloRunSettings, directory: Path, record: Path, dat
     options = variant_options(settings.variant) or loss_options("harmonicdet")
     model = YOLO(str(weights)).model
     model.args = get_cfg(overrides=model.args)  # the checkpoint keeps its training arguments as a dict: the gains
-    overlap = measure_overlap(model, yolo_batches(data_yaml, "train", settings.batch, images), options)
-    write_json_atomic({"weights": str(weights), "images": images, "options": asdict(options), **overlap},
+    batches = yolo_batches(data_yaml, "train", settings.batch, images)
+    overlap = measure_overlap(model, batches, options)
+    write_json_atomic({"weights": str(weights), "images": sum(len(b["img"]) for b in batches),
+                       "options": asdict(options), **overlap},
                       record / "overlap.json")
 
 
