@@ -159,8 +159,9 @@ def test_options_validated_early():
                 {"loss": "harmonic_iou", "gamma": 2.0}):
         with pytest.raises(ValueError):
             HarmonicDetectionTrainer.with_options(**bad)
-    items = build_criterion(_model("yolov8n.yaml"), loss_options("harmonicdet")).loss_names
-    assert items == ("box_loss", "cls_loss", "dfl_loss", "hiou_loss", "tc_loss")
+    criterion = build_criterion(_model("yolov8n.yaml"), loss_options("harmonicdet"))
+    assert criterion.term_names == ("box_loss", "cls_loss", "dfl_loss", "hiou_loss", "tc_loss")
+    assert criterion.loss_names == criterion.item_names == ("box_loss", "cls_loss", "dfl_loss")
 
 
 def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
@@ -180,8 +181,9 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
 
 
 def test_import_sets_offline_environment(tmp_path):
-    """In a clean process the integration sets the variables before Ultralytics reads them; ``ensure_fonts`` (which
-    the trainer calls) copies the fonts, so Ultralytics' dataset check finds them offline."""
+    """In a clean process the integration sets the offline variables before Ultralytics reads them and leaves the
+    settings folder Ultralytics' per-user one (nothing in the working directory); ``ensure_fonts`` (which the trainer
+    calls) copies the fonts there, so Ultralytics' dataset check finds them offline."""
     code = (
         "import json, os, socket\n"
         "calls = []\n"
@@ -193,12 +195,16 @@ def test_import_sets_offline_environment(tmp_path):
         "h.ensure_fonts()\n"
         "print(json.dumps({k: os.environ.get(k) for k in ('YOLO_OFFLINE', 'YOLO_AUTOINSTALL', 'YOLO_CONFIG_DIR')}"
         " | {'online': u.ONLINE, 'calls': len(calls), 'config': str(u.USER_CONFIG_DIR)}))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_") and k != "XDG_CONFIG_HOME"}
+    env["HOME"] = str(home)  # Ultralytics' per-user folder on Linux: ~/.config/Ultralytics
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
                          check=True).stdout.strip().splitlines()[-1]
     info = json.loads(out)
-    assert info["YOLO_OFFLINE"] == "1" and info["YOLO_AUTOINSTALL"] == "0"
-    assert Path(info["YOLO_CONFIG_DIR"]) == (tmp_path / "runs" / "ultralytics-config").resolve()
+    assert info["YOLO_OFFLINE"] == "1" and info["YOLO_AUTOINSTALL"] == "0" and info["YOLO_CONFIG_DIR"] is None
+    assert Path(info["config"]).is_relative_to(home) and Path(info["config"]).name == "Ultralytics"
+    assert list(work.iterdir()) == []
     assert info["online"] is False and info["calls"] == 0
     assert all((Path(info["config"]) / f).is_file() for f in ("Arial.ttf", "Arial.Unicode.ttf"))
 
@@ -335,8 +341,10 @@ def test_train_offline_resume_and_plain_checkpoint(scenes, tmp_path, monkeypatch
     last = tmp_path / "runs" / "h" / "weights" / "last.pt"
     assert last.is_file() and seen and all(s[:2] == ("HarmonicDetectionLoss", loss_options("harmonicdet"))
                                            for s in seen)
-    results = (tmp_path / "runs" / "h" / "results.csv").read_text().splitlines()[0]
-    assert all(f"train/{k}" in results for k in ("box_loss", "cls_loss", "dfl_loss", "hiou_loss", "tc_loss"))
+    results = (tmp_path / "runs" / "h" / "results.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in results if c.startswith("train/")] == ["train/box_loss", "train/cls_loss", "train/dfl_loss"]
+    terms = (tmp_path / "runs" / "h" / "harmonicdet_loss.csv").read_text().splitlines()[0].split(",")
+    assert {"hiou_loss", "tc_loss", "stock_box_loss", "beta_c", "reversed_frac"} <= set(terms)
     # a trainer with other explicit options is refused; the plain trainer restores the checkpoint's loss
     with pytest.raises(ValueError, match="trained with"):
         YOLO(str(last)).train(resume=True, trainer=HarmonicDetectionTrainer.with_options("harmonic"))

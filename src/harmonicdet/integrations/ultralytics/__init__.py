@@ -38,30 +38,51 @@ boxes and the coupling vanishes (measured in studies/yolo/first_measurements). T
 
 * ``cls_loss = cls_gain * (sum_bg BCE + sum_fg [(1 + beta_r) L_cls + H(t)]) / T``,
 * ``box_loss + dfl_loss [+ hiou_loss] = sum_fg w [(1 + beta_c) G L_loc + dfl_gain H_dfl] / T``,
-  logged split by each part's share,
+  split by each part's share,
 * ``tc_loss = sum_fg TC(p, IoU) / T`` with ``tc_margin`` (gain 1).
 
 The entropies are constants: background anchors keep plain BCE, and with ``beta = 0`` every
 term is Ultralytics' own, so ``T`` and the gains keep their meaning. Preset ``"standard"``
 is Ultralytics' loss itself (``v8DetectionLoss`` / ``E2ELoss``), to the bit.
 
+**What is logged.** ``results.csv`` has Ultralytics' columns for every preset
+(``train/``/``val/`` ``box_loss``, ``cls_loss``, ``dfl_loss`` or YOLO26's ``l1_loss``): the
+terms above as back-propagated, with ``hiou_loss`` added to ``box_loss`` and ``tc_loss`` to
+``cls_loss``. They are **not on the stock scale** (the factors weigh them up to 2x, HIoU adds
+to the box term): compare runs on the ``stock_*`` columns of the run folder's
+``harmonicdet_loss.csv``, Ultralytics' own three terms on the same batches, which the trainer
+writes per epoch beside each term on its own and the means of ``beta_c``, ``beta_r`` and
+``reversed_frac``; ``harmonicdet_loss.yaml`` states the loss
+(:mod:`~harmonicdet.integrations.ultralytics.run_log`).
+
 **Offline.** Importing this package first calls
-:func:`~harmonicdet.integrations.ultralytics.environment.prepare_environment`, which sets, unless already set, ``YOLO_OFFLINE=1`` (Ultralytics
-skips its import-time DNS probe and update checks), ``YOLO_AUTOINSTALL=0`` (no ``pip``
-subprocess) and ``YOLO_CONFIG_DIR=./runs/ultralytics-config`` (absolute; inside the
-``runs`` folder Ultralytics writes to by default, never ``$HOME`` silently; set it yourself
-to share one folder), then copies matplotlib's DejaVuSans.ttf there as ``Arial.ttf`` and
-``Arial.Unicode.ttf`` (Ultralytics' dataset check downloads them otherwise). Import it
-**before** ``ultralytics``: the variables are read when Ultralytics is imported. On a CUDA
+:func:`~harmonicdet.integrations.ultralytics.environment.prepare_environment`, which sets, unless
+already set, ``YOLO_OFFLINE=1`` (Ultralytics skips its import-time DNS probe, update checks and
+usage events) and ``YOLO_AUTOINSTALL=0`` (no ``pip`` subprocess). The settings folder is
+Ultralytics' own per-user one (``YOLO_CONFIG_DIR`` if set, else e.g. ``~/.config/Ultralytics``),
+as for a stock run, whatever the working directory; the trainer copies matplotlib's
+DejaVuSans.ttf there as ``Arial.ttf`` and ``Arial.Unicode.ttf`` (Ultralytics' dataset check
+downloads them otherwise). Import it **before** ``ultralytics``: the variables are read when
+Ultralytics is imported. On a CUDA
 device the AMP check downloads ``yolo26n.pt``; without that file in Ultralytics' weights
 folder the trainer skips the check (a warning) and trains without AMP.
 
 **Checkpoints** hold the model as Ultralytics' own ``DetectionModel`` (plus a plain dict
 attribute ``harmonicdet_loss``), so they load in a process that never imported harmonicdet.
-``YOLO("last.pt").train(resume=True)`` without ``trainer=`` therefore resumes with
-Ultralytics' stock loss; ``train(resume=True, trainer=HarmonicDetectionTrainer)`` restores
-the harmonic loss with the checkpoint's options (a trainer with other explicit options is
-refused).
+Resuming:
+
+* ``train(resume=True, trainer=HarmonicDetectionTrainer)`` restores the harmonic loss with the
+  checkpoint's options (a trainer with other explicit options is refused) and appends to both
+  ``harmonicdet_loss`` files.
+* ``YOLO("last.pt").train(resume=True)`` without ``trainer=`` resumes with **Ultralytics'
+  stock loss**: Ultralytics cannot be told otherwise without patching it. Nothing is
+  corrupted (``results.csv`` keeps its columns), and the run folder shows it:
+  ``harmonicdet_loss.csv`` has no rows for those epochs
+  (:func:`~harmonicdet.integrations.ultralytics.run_log.epochs_without_harmonic_loss`).
+  Its checkpoints lose ``harmonicdet_loss``; a later resume with the harmonic trainer takes
+  the loss from ``harmonicdet_loss.yaml``, warns, and records the stock epochs there.
+* A run begun when ``results.csv`` had ``hiou_loss``/``tc_loss`` columns keeps them when
+  resumed with the harmonic trainer (its rows stay as long as its header).
 """
 
 from __future__ import annotations
@@ -77,10 +98,12 @@ from .criterion import (  # noqa: E402
     build_criterion,
     criterion_stats,
     last_anchors,
+    last_terms,
     loss_options,
 )
+from .run_log import epochs_without_harmonic_loss  # noqa: E402
 from .trainer import HarmonicDetectionModel, HarmonicDetectionTrainer  # noqa: E402
 
 __all__ = ["DEFAULT_PRESET", "YOLO_PRESETS", "HarmonicDetectionLoss", "HarmonicDetectionModel",
-           "HarmonicDetectionTrainer", "build_criterion", "criterion_stats", "ensure_fonts", "last_anchors",
-           "loss_options", "prepare_environment"]
+           "HarmonicDetectionTrainer", "build_criterion", "criterion_stats", "ensure_fonts",
+           "epochs_without_harmonic_loss", "last_anchors", "last_terms", "loss_options", "prepare_environment"]

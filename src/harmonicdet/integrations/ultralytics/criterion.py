@@ -1,6 +1,14 @@
 """The Harmonic loss as an Ultralytics criterion: :class:`HarmonicDetectionLoss` and :func:`build_criterion`.
 
 The loss, term by term, is in :mod:`harmonicdet.integrations.ultralytics`'s docstring.
+
+What Ultralytics logs: the criterion returns the loss vector it back-propagates (``box``, ``cls``,
+``dfl``/``l1``, then ``hiou`` and ``tc`` for the presets that have them; the trainer sums it) and a
+dict of detached items whose keys become ``results.csv``'s columns. The items are always
+Ultralytics' three names, so ``results.csv`` has the same columns for every preset and for the
+stock loss: ``hiou`` is added to ``box_loss`` and ``tc`` to ``cls_loss`` (:data:`FOLDED_INTO`), and
+the items still sum to the loss. ``last_terms`` keeps the split and Ultralytics' own three terms
+of the same batch (``stock_*``) for the run's ``harmonicdet_loss.csv``.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from harmonicdet.losses.task_contrast_loss import task_contrast_loss
 from harmonicdet.losses.options import HarmonicOptions
 from harmonicdet.models.presets import harmonic_options
 
-__all__ = ["DEFAULT_PRESET", "YOLO_PRESETS", "HarmonicDetectionLoss", "build_criterion", "criterion_stats",
-           "last_anchors", "loss_options"]
+__all__ = ["DEFAULT_PRESET", "EXTRA_TERMS", "FOLDED_INTO", "YOLO_PRESETS", "HarmonicDetectionLoss", "build_criterion",
+           "criterion_stats", "last_anchors", "last_terms", "loss_options"]
 
 YOLO_PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet")
 DEFAULT_PRESET = "harmonic"
 _REFUSED_OPTIONS = ("box_loss", "positive_weight")  # YOLO keeps its own box loss; no control preset here
+EXTRA_TERMS = ("hiou_loss", "tc_loss")
+FOLDED_INTO = {"hiou_loss": "box_loss", "tc_loss": "cls_loss"}  # the logged item a term adds to when not its own
 
 
 def loss_options(loss: str = DEFAULT_PRESET, **overrides: Any) -> Optional[HarmonicOptions]:
@@ -60,8 +70,16 @@ class HarmonicDetectionLoss(v8DetectionLoss):
         model: the (de-paralleled) ``DetectionModel``; gains come from ``model.args``.
         tal_topk, tal_topk2: TAL settings, as ``v8DetectionLoss`` (``E2ELoss`` passes them).
         options: :func:`loss_options`; ``None``: exactly ``v8DetectionLoss``.
+        split_items: log ``hiou_loss`` and ``tc_loss`` as items of their own (the ``results.csv`` columns of
+            runs begun before they were folded; the trainer sets it only to resume such a run).
 
     Attributes:
+        loss_names: Ultralytics' three names, as ``v8DetectionLoss``.
+        term_names: the loss vector's entries: ``loss_names`` then those of :data:`EXTRA_TERMS` the options add.
+        item_names: the keys of the logged items: ``loss_names``, or ``term_names`` with ``split_items``.
+        last_terms: detached, of the last call (per image, gains applied, as the items): every one of
+            ``term_names``, and ``stock_box_loss``, ``stock_cls_loss``, ``stock_dfl_loss`` (or
+            ``stock_l1_loss``), the terms of Ultralytics' own loss on the same assignment.
         last_stats: detached statistics of the last call (means over foreground anchors):
             ``beta_c``, ``beta_r`` (the factors used), ``beta_c_bce`` (``exp(-BCE)``, no entropy
             removed), ``beta_c_ceiling`` (``exp(-H(t))``, the most ``beta_c_bce`` can reach),
@@ -74,14 +92,27 @@ class HarmonicDetectionLoss(v8DetectionLoss):
     """
 
     def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: Optional[int] = None, *,
-                 options: Optional[HarmonicOptions] = None) -> None:
+                 options: Optional[HarmonicOptions] = None, split_items: bool = False) -> None:
         super().__init__(model, tal_topk=tal_topk, tal_topk2=tal_topk2)
         self.options = options
         self.last_stats: Dict[str, torch.Tensor] = {}
         self.last_anchors: Dict[str, torch.Tensor] = {}
-        if options is not None:
-            extra = (("hiou_loss",) if options.alpha > 0 else ()) + (("tc_loss",) if options.tc_margin is not None else ())
-            self.loss_names = tuple(self.loss_names) + extra
+        self.last_terms: Dict[str, torch.Tensor] = {}
+        self.loss_names = tuple(self.loss_names)
+        has = {"hiou_loss": options is not None and options.alpha > 0,
+               "tc_loss": options is not None and options.tc_margin is not None}
+        self.term_names = self.loss_names + tuple(name for name in EXTRA_TERMS if has[name])
+        self.item_names = self.term_names if split_items else self.loss_names
+
+    def loss_items(self, loss: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The logged items of a loss vector (``term_names`` order): ``item_names``, each term not among them
+        added to its :data:`FOLDED_INTO` item."""
+        terms = dict(zip(self.term_names, loss.detach()))
+        items = {name: terms[name] for name in self.item_names}
+        for name, value in terms.items():
+            if name not in items:
+                items[FOLDED_INTO[name]] = items[FOLDED_INTO[name]] + value
+        return items
 
     # ---- per-anchor terms -------------------------------------------------------------------
     def anchor_terms(self, pred_scores, pred_distri, pred_bboxes, anchor_points, stride_tensor, imgsz,
@@ -131,7 +162,9 @@ class HarmonicDetectionLoss(v8DetectionLoss):
                                       **assign_kwargs) -> tuple:
         """As ``v8DetectionLoss.get_assigned_targets_and_loss``, with Eq. S-1 on the foreground anchors."""
         if self.options is None:
-            return super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
+            assigned, loss, items = super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
+            self.last_terms = {**items, **{f"stock_{k}": v for k, v in items.items()}}
+            return assigned, loss, items
         pred_distri = preds["boxes"].permute(0, 2, 1).contiguous()
         pred_scores = preds["scores"].permute(0, 2, 1).contiguous()
         anchor_points, stride_tensor = make_anchors(preds["feats"], self.stride, 0.5)
@@ -159,7 +192,7 @@ class HarmonicDetectionLoss(v8DetectionLoss):
         return (
             (fg_mask, target_gt_idx, target_bboxes, anchor_points, stride_tensor),
             loss,
-            dict(zip(self.loss_names, loss.detach())),
+            self.loss_items(loss),
         )
 
     def harmonic_loss(self, terms: Mapping[str, torch.Tensor], target_scores_sum: torch.Tensor) -> torch.Tensor:
@@ -197,7 +230,14 @@ class HarmonicDetectionLoss(v8DetectionLoss):
             tc = task_contrast_loss(terms["probs"], gt_prob, terms["iou"].to(gt_prob.dtype), margin=opts.tc_margin)
             out.append(tc.sum() / target_scores_sum)
         self._record(terms, kl, loc, beta_c, gains, g_cls)
-        return torch.stack([o.to(dtype).reshape(()) for o in out])
+        loss = torch.stack([o.to(dtype).reshape(()) for o in out])
+        with torch.no_grad():  # Ultralytics' own three terms on this assignment (unit factors), for the logs
+            stock = (g_box * (weight * terms["box"]).sum(), g_cls * (terms["cls_bg"] + terms["bce"].sum()),
+                     g_dfl * (weight * terms["dfl"]).sum())
+            self.last_terms = dict(zip(self.term_names, loss.detach()))
+            self.last_terms.update({f"stock_{name}": (value / target_scores_sum).to(dtype)
+                                    for name, value in zip(self.loss_names, stock)})
+        return loss
 
     @torch.no_grad()
     def _record(self, terms, kl, loc, beta_c, gains, g_cls) -> None:
@@ -232,16 +272,17 @@ class HarmonicDetectionLoss(v8DetectionLoss):
             "beta_r_gains_inside": beta_r_in.float(), "iou": terms["iou"].float()}
 
 
-def build_criterion(model: torch.nn.Module, options: Optional[HarmonicOptions]):
+def build_criterion(model: torch.nn.Module, options: Optional[HarmonicOptions], *, split_items: bool = False):
     """The criterion ``DetectionModel.init_criterion`` would build, with the harmonic loss.
 
     ``E2ELoss`` (YOLO26's one-to-many + one-to-one heads) with ``loss_fn=HarmonicDetectionLoss``
     when the head has ``one2one_cv2``, else :class:`HarmonicDetectionLoss`. ``options=None``
-    builds exactly Ultralytics' criterion.
+    builds exactly Ultralytics' criterion; ``split_items`` as :class:`HarmonicDetectionLoss`.
     """
     if getattr(model.model[-1], "one2one_cv2", None) is not None:
-        return E2ELoss(model, loss_fn=functools.partial(HarmonicDetectionLoss, options=options))
-    return HarmonicDetectionLoss(model, options=options)
+        return E2ELoss(model, loss_fn=functools.partial(HarmonicDetectionLoss, options=options,
+                                                        split_items=split_items))
+    return HarmonicDetectionLoss(model, options=options, split_items=split_items)
 
 
 def _criterion(model: torch.nn.Module) -> Any:
@@ -253,6 +294,12 @@ def _criterion(model: torch.nn.Module) -> Any:
 def criterion_stats(model: torch.nn.Module) -> Dict[str, float]:
     """``last_stats`` of the model's criterion as floats; ``{}`` before any (or for Ultralytics' own loss)."""
     return {k: float(v) for k, v in getattr(_criterion(model), "last_stats", {}).items()}
+
+
+def last_terms(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """``last_terms`` of the branch whose items Ultralytics logs (YOLO26: the one-to-one); ``{}`` before any."""
+    criterion = getattr(getattr(model, "module", model), "criterion", None)
+    return dict(getattr(getattr(criterion, "one2one", criterion), "last_terms", None) or {})
 
 
 def last_anchors(model: torch.nn.Module) -> Dict[str, torch.Tensor]:

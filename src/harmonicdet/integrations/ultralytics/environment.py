@@ -1,13 +1,16 @@
 """Ultralytics offline: the environment variables Ultralytics reads at its import, and the fonts it would download.
 
 :func:`prepare_environment` sets, unless already set, ``YOLO_OFFLINE=1`` (Ultralytics skips its
-import-time DNS probe and update checks), ``YOLO_AUTOINSTALL=0`` (no ``pip`` subprocess) and
-``YOLO_CONFIG_DIR=./runs/ultralytics-config`` (absolute; inside the ``runs`` folder Ultralytics
-writes to by default, never ``$HOME`` silently; set it yourself to share one folder). It must run
-before ``ultralytics`` is imported: :mod:`harmonicdet.integrations.ultralytics` calls it first thing.
-:func:`ensure_fonts` copies matplotlib's DejaVuSans.ttf into Ultralytics' config folder as
-``Arial.ttf`` and ``Arial.Unicode.ttf`` (its dataset check downloads them otherwise); the trainer
-calls it when it is made.
+import-time DNS probe, update checks and usage events) and ``YOLO_AUTOINSTALL=0`` (no ``pip``
+subprocess). It leaves ``YOLO_CONFIG_DIR`` alone, so the settings folder is Ultralytics' own
+per-user one, the same for harmonic and stock runs and independent of the working directory
+(Linux ``$XDG_CONFIG_HOME/Ultralytics``, default ``~/.config/Ultralytics``; macOS
+``~/Library/Application Support/Ultralytics``; Windows ``%APPDATA%/Ultralytics``; Ultralytics
+falls back to a private folder in the temporary directory when that is not writable); set
+``YOLO_CONFIG_DIR`` to use another. It must run before ``ultralytics`` is imported:
+:mod:`harmonicdet.integrations.ultralytics` calls it first thing. :func:`ensure_fonts` copies
+matplotlib's DejaVuSans.ttf into that folder as ``Arial.ttf`` and ``Arial.Unicode.ttf`` (its
+dataset check downloads them otherwise); the trainer calls it when it is made.
 """
 
 from __future__ import annotations
@@ -29,17 +32,17 @@ _ENV_DEFAULTS = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
 
 def prepare_environment() -> None:
     """Set the offline variables (unless set) before Ultralytics reads them at its import."""
-    if "ultralytics" in sys.modules and not all(k in os.environ for k in (*_ENV_DEFAULTS, "YOLO_CONFIG_DIR")):
+    if "ultralytics" in sys.modules and not all(k in os.environ for k in _ENV_DEFAULTS):
         warnings.warn("ultralytics was imported before harmonicdet.integrations.ultralytics: its import-time settings "
-                      "(YOLO_OFFLINE, YOLO_AUTOINSTALL, YOLO_CONFIG_DIR) may not be the offline ones; import "
+                      "(YOLO_OFFLINE, YOLO_AUTOINSTALL) may not be the offline ones; import "
                       "harmonicdet.integrations.ultralytics first", RuntimeWarning, stacklevel=3)
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path("runs", "ultralytics-config").resolve()))
 
 
 def ensure_fonts(config_dir: Optional[os.PathLike] = None) -> None:
-    """Copy matplotlib's DejaVuSans.ttf into Ultralytics' config folder as each of :data:`FONTS` that is missing.
+    """Copy matplotlib's DejaVuSans.ttf into Ultralytics' config folder (default: its ``USER_CONFIG_DIR``) as each
+    of :data:`FONTS` that is missing.
 
     Ultralytics' ``check_font`` looks there first and downloads the font otherwise.
     """
