@@ -20,7 +20,7 @@ _COMMAND_MODULES = (
     "harmonicdet.cli.figures",
     "harmonicdet.cli.consistency",
     "harmonicdet.cli.draw",
-    "harmonicdet.data.cli",
+    "harmonicdet.cli.data",
     "harmonicdet.cli.yolo",  # imports Ultralytics only when run
 )
 

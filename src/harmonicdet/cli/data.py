@@ -8,7 +8,7 @@ import time
 
 
 def _scenes(args: argparse.Namespace) -> int:
-    from .scenes import make_scenes
+    from harmonicdet.data.scenes import make_scenes
 
     for flag, value, least in (("--train", args.train, 0), ("--val", args.val, 0), ("--seed", args.seed, 0),
                                ("--workers", args.workers, 1)):
@@ -26,10 +26,10 @@ def _scenes(args: argparse.Namespace) -> int:
 def _yolo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .coco import CocoDetectionDataset
-    from .scenes import scenes_paths
-    from .voc import VocDetectionDataset
-    from .yolo import write_yolo_dataset
+    from harmonicdet.data.coco import CocoDetectionDataset
+    from harmonicdet.data.scenes import scenes_paths
+    from harmonicdet.data.voc import VocDetectionDataset
+    from harmonicdet.data.yolo import write_yolo_dataset
 
     sources = [args.scenes is not None, bool(args.coco_train or args.coco_val), args.voc is not None]
     if sum(sources) != 1:
@@ -57,9 +57,9 @@ def _yolo(args: argparse.Namespace) -> int:
 
 
 def _tiles(args: argparse.Namespace) -> int:
-    from .coco import CocoDetectionDataset
-    from .tiles import TileSpec, make_tiles
-    from .voc import VOC_CLASSES, VocDetectionDataset
+    from harmonicdet.data.coco import CocoDetectionDataset
+    from harmonicdet.data.tiles import TileSpec, make_tiles
+    from harmonicdet.data.voc import VOC_CLASSES, VocDetectionDataset
 
     if (args.voc is None) == (args.coco is None):
         raise ValueError("give exactly one source: --voc ROOT or --coco IMAGES ANN")
