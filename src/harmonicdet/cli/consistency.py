@@ -8,6 +8,25 @@ from pathlib import Path
 from harmonicdet.io import safe_file_part, write_json_atomic
 
 
+def why_not_available(report: dict) -> str:
+    """Why the summary line of a report shows ``n/a`` (``""`` when it shows none): one clause per statistic."""
+    settings, overall, rates = report["settings"], report["overall"], report["inconsistency"]
+    if overall["num_detections"] == 0:
+        return "no detections (other than on crowd regions)"
+    reasons = []
+    if overall["spearman"] is None or overall["pearson"] is None:
+        floor = settings["iou_floor"]
+        reasons.append(f"correlations: {overall['count']} detections overlap an object (IoU > {floor:g})"
+                       if overall["count"] < 2 else "correlations: the scores or the IoUs are all equal")
+    if rates["high_score_low_iou"] is None:
+        reasons.append(f"hiS/loIoU: no detection scores >= {settings['score_hi']:g} "
+                       f"(best score {report['max_score']:.3f})")
+    if rates["low_score_high_iou"] is None:
+        reasons.append(f"loS/hiIoU: no detection has IoU >= {settings['iou_high']:g} "
+                       f"(best IoU {report['max_iou']:.3f})")
+    return "; ".join(reasons)
+
+
 def _run(args: argparse.Namespace) -> int:
     from harmonicdet.analysis.consistency import GroundTruth, consistency_report
     from harmonicdet.analysis.consistency_plots import plot_consistency, plot_consistency_comparison
@@ -41,6 +60,10 @@ def _run(args: argparse.Namespace) -> int:
               f"{fmt(r['overall']['pearson']):>8} {fmt(r['inconsistency']['high_score_low_iou']):>10} "
               f"{fmt(r['inconsistency']['low_score_high_iou']):>10} "
               f"{fmt(r['calibration']['expected_calibration_gap']):>8} {fmt(nms):>9}")
+    for label, r in reports.items():
+        why = why_not_available(r)
+        if why:
+            print(f"{label}: n/a because {why}")
     print(f"wrote {out / 'consistency.json'} and plots")
     return 0
 

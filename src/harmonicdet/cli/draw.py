@@ -26,6 +26,13 @@ def _run(args: argparse.Namespace) -> int:
                                for i in summary["images"]) for label in summary["labels"]}
     shown = ", ".join(f"{label} {n}" for label, n in inconsistent.items())
     print(f"wrote {len(summary['images'])} images and draw.json to {args.out} (inconsistent detections: {shown})")
+    for label in summary["labels"]:
+        empty = [i["best_score"][label] for i in summary["images"] if i["counts"][label]["drawn"] == 0]
+        if empty:
+            scores = [s for s in empty if s is not None]
+            why = (f"no detection there scores >= {args.score_thresh:g} or is inconsistent (best score: "
+                   f"{max(scores):.3f})" if scores else "they have no detections")
+            print(f"{label}: nothing drawn on {len(empty)} of {len(summary['images'])} images: {why}")
     return 0
 
 

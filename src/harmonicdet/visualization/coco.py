@@ -8,7 +8,10 @@ thresholds; :mod:`harmonicdet.visualization.draw` draws them.
 
 Which detections are drawn, per image and results file: every inconsistent one, and
 the others with ``score >= score_thresh``; at most ``max_per_image``, inconsistent
-ones first, then by score. Counts in ``draw.json`` are over all detections.
+ones first, then by score. Counts in ``draw.json`` are over all detections. A panel
+with nothing drawn says why in its top-left corner (``no detections``, or no score
+reaching ``score_thresh`` and the best one), and ``draw.json`` gives each image's
+best score per results file.
 """
 
 from __future__ import annotations
@@ -95,11 +98,18 @@ def _load_image(truth: GroundTruth, image_id: int, images_dir: Path) -> Tuple[Im
     return pil, file_name
 
 
+def nothing_drawn_note(best_score: Optional[float], score_thresh: float) -> str:
+    """Why a panel shows no detection: it has none, or none scores ``score_thresh`` (nor is inconsistent)."""
+    return "no detections" if best_score is None else f"none >= {score_thresh:g} (best {best_score:.3f})"
+
+
 def _panel(pil: Image.Image, truth: GroundTruth, index: int, gt_rows: np.ndarray, m: _Matched,
-           score_thresh: float, max_per_image: int, bands: Bands, scale: int) -> Tuple[Image.Image, Dict[str, int]]:
+           score_thresh: float, max_per_image: int, bands: Bands,
+           scale: int) -> Tuple[Image.Image, Dict[str, int], Optional[float]]:
     rows = m.of_image(index)
     p = m.pairs
     marks = m.mark[rows]
+    best = float(p["score"][rows].max()) if len(rows) else None
     keep = rows[(p["score"][rows] >= score_thresh) | (marks != drawing.NONE)]
     # inconsistent first, then by score; the first max_per_image are drawn, the most important on top
     keep = keep[np.lexsort((-p["score"][keep], m.mark[keep] == drawing.NONE))][:max_per_image][::-1]
@@ -107,17 +117,20 @@ def _panel(pil: Image.Image, truth: GroundTruth, index: int, gt_rows: np.ndarray
     image = drawing.render(pil, det_boxes=p["box"][keep], det_scores=p["score"][keep], det_names=names,
                            det_colours=drawing.iou_colours(p["iou"][keep], p["ignored"][keep], bands),
                            det_marks=m.mark[keep], gt_boxes=truth.boxes[gt_rows],
-                           gt_names=[truth.category_names[int(c)] for c in truth.category[gt_rows]], scale=scale)
+                           gt_names=[truth.category_names[int(c)] for c in truth.category[gt_rows]], scale=scale,
+                           note=None if len(keep) else nothing_drawn_note(best, score_thresh))
     counts = {"detections": int(len(rows)), "drawn": int(len(keep)),
               "high_score_low_iou": int((marks == drawing.HIGH_SCORE_LOW_IOU).sum()),
               "low_score_high_iou": int((marks == drawing.LOW_SCORE_HIGH_IOU).sum())}
-    return image, counts
+    return image, counts, best
 
 
 def _rows(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_dir: Any, *, ids: Optional[Sequence[int]],
           worst: Optional[int], score_thresh: float, max_per_image: int, bands: Bands, scale: int,
-          show_progress: bool) -> Iterator[Tuple[int, str, List[Image.Image], Dict[str, Dict[str, int]]]]:
-    """``(image_id, file_name, one panel per results file, counts per label)`` of each selected image."""
+          show_progress: bool) -> Iterator[Tuple[int, str, List[Image.Image], Dict[str, Dict[str, int]],
+                                                 Dict[str, Optional[float]]]]:
+    """``(image_id, file_name, one panel per results file, counts per label, best score per label)`` of each
+    selected image."""
     if not dts:
         raise ValueError("give at least one results file (--dt)")
     if len(labels) != len(dts):
@@ -148,13 +161,14 @@ def _rows(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_dir: Any, *
         image_id = int(truth.image_ids[index])
         pil, file_name = _load_image(truth, image_id, images_dir)
         gt_rows = gt_order[gt_bounds[index]:gt_bounds[index + 1]]
-        panels, counts = [], {}
+        panels, counts, best = [], {}, {}
         for label, m in zip(labels, matched):
-            panel, counts[label] = _panel(pil, truth, index, gt_rows, m, score_thresh, max_per_image, bands, scale)
+            panel, counts[label], best[label] = _panel(pil, truth, index, gt_rows, m, score_thresh, max_per_image,
+                                                       bands, scale)
             panels.append(panel)
         if progress is not None:
             progress.update(1)
-        yield image_id, file_name, panels, counts
+        yield image_id, file_name, panels, counts, best
     if progress is not None:
         progress.close()
 
@@ -181,8 +195,8 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
 
     Returns:
         The ``draw.json`` summary: settings and, per image in drawing order, ``image_id``,
-        ``file_name``, ``png`` (name in ``out_dir``) and per label ``detections``, ``drawn``,
-        ``high_score_low_iou``, ``low_score_high_iou``.
+        ``file_name``, ``png`` (name in ``out_dir``), per label ``counts`` (``detections``, ``drawn``,
+        ``high_score_low_iou``, ``low_score_high_iou``) and ``best_score`` (``None``: no detections).
 
     Raises:
         ValueError: one line naming the bad file, id or argument.
@@ -190,13 +204,14 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
     labels = list(labels) if labels else _default_labels(dts)
     out = Path(out_dir)
     images = []
-    for image_id, file_name, panels, counts in _rows(
+    for image_id, file_name, panels, counts, best in _rows(
             gt, dts, labels, images_dir, ids=ids, worst=worst, score_thresh=score_thresh,
             max_per_image=max_per_image, bands=bands, scale=scale, show_progress=show_progress):
         picture = panels[0] if len(panels) == 1 else drawing.side_by_side(panels, labels, scale=scale)
         png = f"{image_id}_{safe_file_part(Path(file_name).stem, 'image')}.png"
         write_image_atomic(drawing.with_legend(picture, bands, scale), out / png, compress_level=1)
-        images.append({"image_id": image_id, "file_name": file_name, "png": png, "counts": counts})
+        images.append({"image_id": image_id, "file_name": file_name, "png": png, "counts": counts,
+                       "best_score": best})
     summary = {"gt": str(gt) if isinstance(gt, (str, os.PathLike)) else None,
                "dt": [str(d) if isinstance(d, (str, os.PathLike)) else None for d in dts], "labels": labels,
                "settings": {"score_thresh": score_thresh, "max_per_image": max_per_image, "scale": scale,
@@ -219,7 +234,7 @@ def comparison_panel(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_
     if ids is None:
         truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
         gt, ids = truth, None if worst else truth.image_ids[:num_images].tolist()
-    rows = [drawing.side_by_side(panels, scale=scale) for _, _, panels, _ in _rows(
+    rows = [drawing.side_by_side(panels, scale=scale) for _, _, panels, _, _ in _rows(
         gt, dts, list(labels), images_dir, ids=ids, worst=num_images if ids is None else None,
         score_thresh=score_thresh, max_per_image=max_per_image, bands=bands, scale=scale, show_progress=False)]
     if not rows:

@@ -16,6 +16,8 @@ Colours (RGB):
   and their label starts with a mark: :data:`OVERCONFIDENT` and ``!`` for a high score
   on a badly localised box (``s >= score_hi, u < iou_low``), :data:`UNDERCONFIDENT`
   and ``?`` for a low score on a well-localised box (``s < score_lo, u >= iou_high``).
+
+Labels stay inside the picture and avoid each other where they can (:func:`place_labels`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torchvision.utils import draw_bounding_boxes
 from harmonicdet.analysis.consistency import IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO
 
 RGB = Tuple[int, int, int]
+Rect = Tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 GOOD: RGB = (0, 200, 80)
 FAIR: RGB = (255, 190, 0)
@@ -112,9 +115,38 @@ def _draw_boxes(image: torch.Tensor, boxes: torch.Tensor, colours: Sequence[RGB]
         return draw_bounding_boxes(image, boxes, colors=list(colours), width=width)
 
 
+def _overlap(a: Rect, b: Rect) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(boxes: Sequence[Sequence[float]], sizes: Sequence[Tuple[int, int]], width: int, height: int, *,
+                 inset: int = 0, taken: Sequence[Rect] = ()) -> List[Tuple[int, int]]:
+    """The top-left corner of each label (``sizes``: ``(w, h)`` px) beside its box (``xyxy``), inside a
+    ``width`` x ``height`` picture: a greedy placement.
+
+    In the given order (the most important first) each label takes the first of its places that
+    overlaps no label placed before it nor ``taken``, else the one that overlaps them least. Its
+    places, at the box's left end then at its right end: above the box, inside its top (``inset``
+    px below the edge), below it, inside its bottom; moved left or right to stay in the picture,
+    and left out when they would leave it at the top or bottom (all of them, for a label taller
+    than the picture: then it sits at the top).
+    """
+    placed: List[Rect] = list(taken)
+    corners = []
+    for (x0, y0, x1, y1), (w, h) in zip(boxes, sizes):
+        x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
+        places = [(x, y) for x in (x0, x1 - w + 1) for y in (y0 - h, y0 + inset, y1 + 1, y1 - inset - h + 1)]
+        places = [(min(max(x, 0), max(width - w, 0)), y) for x, y in places if 0 <= y <= height - h]
+        places = places or [(min(max(x0, 0), max(width - w, 0)), 0)]
+        best = min(places, key=lambda c: sum(_overlap((c[0], c[1], c[0] + w, c[1] + h), r) for r in placed))
+        corners.append(best)
+        placed.append((best[0], best[1], best[0] + w, best[1] + h))
+    return corners
+
+
 def render(image: Any, *, det_boxes: Any, det_scores: Any, det_names: Sequence[str], det_colours: Sequence[RGB],
            det_marks: Any = None, gt_boxes: Any = None, gt_names: Optional[Sequence[str]] = None, scale: int = 1,
-           box_width: int = 2) -> Image.Image:
+           box_width: int = 2, note: Optional[str] = None) -> Image.Image:
     """One image with its detections (and ground truth) drawn on it.
 
     Args:
@@ -128,10 +160,12 @@ def render(image: Any, *, det_boxes: Any, det_scores: Any, det_names: Sequence[s
             (so that a well-placed box of the wrong class, IoU 0 with its own class, reads as such).
         scale: integer upscaling of the picture (boxes, lines and text scale with it).
         box_width: line width of the detections at scale 1.
+        note: a line written in the top-left corner (e.g. why no detection is drawn).
 
     Detections are drawn in the given order (the last on top); each gets a label
-    ``[mark]name score`` on a patch of its colour above its box (inside when the box
-    touches the top). Returns an RGB ``PIL`` image of size ``(W * scale, H * scale)``.
+    ``[mark]name score`` on a patch of its colour beside its box, placed by
+    :func:`place_labels` (the last detection's first). Returns an RGB ``PIL`` image of size
+    ``(W * scale, H * scale)``.
     """
     pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
     pil = pil.convert("RGB")
@@ -155,25 +189,36 @@ def render(image: Any, *, det_boxes: Any, det_scores: Any, det_names: Sequence[s
         tensor = _draw_boxes(tensor, frame, [_MARK_COLOUR[int(marks[i])] for i in marked], width)
     tensor = _draw_boxes(tensor, boxes, det_colours, width)
     out = Image.fromarray(tensor.permute(1, 2, 0).numpy())
+    draw, taken = ImageDraw.Draw(out), []
+    if note:
+        f = font(font_size(scale))
+        left, top, right, bottom = draw.textbbox((0, 0), note, font=f)
+        taken.append((0, 0, right - left + 2, bottom - top + 2))
+        draw.rectangle((0, 0, right - left + 1, bottom - top + 1), fill=BACKGROUND)
+        draw.text((1 - left, 1 - top), note, fill=(255, 255, 255), font=f)
     if gt_boxes is not None and gt_names is not None:
         if len(gt_names) != len(gt):
             raise ValueError(f"render: {len(gt)} ground-truth boxes but {len(gt_names)} names")
-        draw, f = ImageDraw.Draw(out), font(max(6, font_size(scale) - 2))
+        f = font(max(6, font_size(scale) - 2))
         for box, name in zip(gt.tolist(), gt_names):
             left, top, right, bottom = draw.textbbox((0, 0), name, font=f)
             x, y = box[0] + width, box[3] - width - (bottom - top) - 1
+            taken.append((int(x), int(y), int(x + right - left + 2), int(y + bottom - top + 1)))
             draw.rectangle((x, y, x + right - left + 1, y + bottom - top), fill=BACKGROUND)
             draw.text((x + 1 - left, y - top), name, fill=GROUND_TRUTH, font=f)
     if len(boxes):
-        draw, f = ImageDraw.Draw(out), font(font_size(scale))
-        for box, score, name, colour, mark in zip(boxes.tolist(), scores.tolist(), det_names, det_colours,
-                                                  marks.tolist()):
-            text = f"{_MARK_TEXT.get(mark, '')}{name} {score:.2f}"
+        f = font(font_size(scale))
+        texts = [f"{_MARK_TEXT.get(mark, '')}{name} {score:.2f}" for name, score, mark in
+                 zip(det_names, scores.tolist(), marks.tolist())]
+        sizes = []
+        for text in texts:
             left, top, right, bottom = draw.textbbox((0, 0), text, font=f)
-            w, h = right - left + 2, bottom - top + 1
-            x, y = box[0], box[1] - h
-            if y < 0:
-                y = box[1] + width
+            sizes.append((right - left + 2, bottom - top + 1))
+        # the last drawn (on top, the most important) is placed first
+        corners = place_labels(boxes.tolist()[::-1], sizes[::-1], out.width, out.height, inset=width,
+                               taken=taken)[::-1]
+        for text, (w, h), (x, y), colour, mark in zip(texts, sizes, corners, det_colours, marks.tolist()):
+            left, top, _, _ = draw.textbbox((0, 0), text, font=f)
             patch = _MARK_COLOUR.get(mark, colour)
             draw.rectangle((x, y, x + w - 1, y + h - 1), fill=patch)
             draw.text((x + 1 - left, y - top), text, fill=_text_colour(patch), font=f)

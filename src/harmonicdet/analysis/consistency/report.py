@@ -24,6 +24,8 @@ Metrics (over the ``n`` non-ignored detections)
   tensors (COCO results must hold probabilities), fall in the end bins). Per bin ``count``, ``mean_score``, ``mean_iou`` (``null`` when empty), and
   the expected calibration gap ``sum_b n_b / n * |mean_iou_b - mean_score_b|``
   (``null`` when ``n = 0``). A detector whose scores predict its IoU has gap 0.
+* ``max_score``, ``max_iou``: the highest score and IoU of the ``n`` detections (``null`` when
+  ``n = 0``): why a rate is ``null`` (no score reaches ``score_hi``, no IoU ``iou_high``).
 * ``histogram``: counts on a 20 x 20 score x IoU grid (``counts[i][j]``: score bin
   ``i``, IoU bin ``j``), what the plots draw.
 * ``nms_ranking`` (only with pre-NMS ``candidates``, same format as the results): a
@@ -84,6 +86,8 @@ def _build_report(scores: np.ndarray, iou: np.ndarray, ignored: np.ndarray, cate
         "inconsistency": inconsistency(s, u, score_hi=settings["score_hi"], score_lo=settings["score_lo"],
                                        iou_low=settings["iou_low"], iou_high=settings["iou_high"]),
         "calibration": calibration(s, u, settings["num_bins"]),
+        "max_score": float(s.max()) if len(s) else None,
+        "max_iou": float(u.max()) if len(u) else None,
         "histogram": {"score_edges": edges, "iou_edges": edges, "counts": counts.astype(int).tolist()},
     }
 
