@@ -105,7 +105,7 @@ def write_loss_statement(run_dir: Path, spec: Mapping[str, Any], start_epoch: in
     statement = {"loss": dict(spec), "trainer": "harmonicdet.integrations.ultralytics.HarmonicDetectionTrainer",
                  "results_csv": _results_csv_text(split_items), "epoch_log": EPOCH_FILE,
                  "sittings": [*earlier.get("sittings", []), sitting]}
-    return write_text_atomic(yaml.safe_dump(statement, sort_keys=False, width=100), path)
+    return write_text_atomic(yaml.safe_dump(statement, sort_keys=False, width=100, default_flow_style=None), path)
 
 
 class EpochLossLog:
