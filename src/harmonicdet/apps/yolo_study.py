@@ -13,7 +13,10 @@ A finished run is recorded in ``OUT/runs/<model stem>-<variant>-s<seed>/``, the 
 * ``config.yaml``: the run's settings (:class:`YoloRunSettings`; other settings are refused);
 * ``metrics.jsonl.gz``: one record per batch (``iteration`` counts batches; Ultralytics steps the
   optimiser every ``nbs / batch`` of them): ``loss`` (the sum of Ultralytics' loss items, also
-  logged under their own names), ``step_time`` and, for harmonic variants, the criterion's
+  logged under their own names: ``box_loss`` with HIoU, ``cls_loss`` with the task-contrasting term,
+  ``dfl_loss``, except in runs begun with ``hiou_loss``/``tc_loss`` items of their own, which keep
+  them; the run folder's ``harmonicdet_loss.csv`` has each term and Ultralytics' own per epoch),
+  ``step_time`` and, for harmonic variants, the criterion's
   statistics (``beta_c``, ``beta_r``, ``reversed_frac`` and the alternatives of ``factors.json``);
 * ``eval_history.jsonl``: Ultralytics' validation of the EMA weights at the iteration ending each
   evaluated epoch (``AP`` = its mAP50-95, ``AP50``, ``AP75``: its evaluator, not COCO's; no Spearman);
