@@ -108,6 +108,15 @@ def safe_file_part(text: str, fallback: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or fallback
 
 
+def check_path_part(text: Any, what: str) -> str:
+    """``text`` if it can stand as one file or folder name: letters, digits, ``.``, ``_`` and ``-``, not beginning
+    with ``.`` (so never ``..``, a separator or a hidden name); otherwise a ``ValueError`` naming ``what``."""
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", text):
+        raise ValueError(f"{what} becomes a folder name and must be letters, digits, '.', '_' and '-' (not "
+                         f"beginning with '.'), got {text!r}")
+    return text
+
+
 def say(text: str) -> None:
     """One progress line of a long command, on stderr (stdout keeps the command's result), shown at once."""
     print(text, file=sys.stderr, flush=True)

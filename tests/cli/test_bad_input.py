@@ -346,7 +346,7 @@ def test_demo_writes_only_under_out_with_the_given_seed_and_sizes(tmp_path, caps
         assert (config["data"]["scenes"]["train"], config["data"]["scenes"]["val"]) == (16, 8)
     gt = json.loads((out / "scenes" / "annotations" / "instances_train.json").read_text())
     assert len(gt["images"]) == 16 and gt["info"]["seed"] == 3
-    assert json.loads((out / ".harmonicdet-demo.json").read_text())["created"]
+    assert json.loads((out / ".harmonicdet.json").read_text())["created"]
 
 
 # ------------------------------------------------------------------ losses: finite where the input is finite

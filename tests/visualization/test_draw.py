@@ -74,7 +74,8 @@ def test_draw_colours_follow_the_iou_bands_and_mark_inconsistency(crafted):
     out = crafted / "out"
     summary = json.loads((out / "draw.json").read_text())
     assert [i["image_id"] for i in summary["images"]] == [1, 2, 3]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["draw.json"] + [i["png"] for i in summary["images"]])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".harmonicdet.json", "draw.json"]
+                                                           + [i["png"] for i in summary["images"]])
     counts = {i["image_id"]: i["counts"]["dt"] for i in summary["images"]}
     assert counts[1] == {"detections": 1, "drawn": 1, "high_score_low_iou": 0, "low_score_high_iou": 0}
     assert counts[2] == {"detections": 1, "drawn": 1, "high_score_low_iou": 1, "low_score_high_iou": 0}

@@ -31,6 +31,7 @@ from harmonicdet.engine.config import Config, load_config, shipped_config
 from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.train import train
 from harmonicdet.io import say, write_json_atomic, write_text_atomic
+from harmonicdet.output_folder import OutputFolder
 from harmonicdet.tables import format_value, markdown_grid
 from harmonicdet.visualization.coco import comparison_panel
 
@@ -41,62 +42,16 @@ _RESERVE_S = 20.0  # plots, model building, evaluation start-up
 MIN_BUDGET_S = 60.0  # below this no budget can fit scenes, the timing probe and two evaluations
 
 
-MARKER = ".harmonicdet-demo.json"  # in --out: the entries the demo made there (the only ones it ever removes)
+COMMAND = "harmonicdet demo"  # what --out's marker (harmonicdet.output_folder.MARKER) names as its maker
 
 
-class DemoFolder:
-    """``--out``: new, empty, or made by the demo before (:data:`MARKER` lists what the demo created).
-
-    A folder holding anything else is refused, and the demo only ever removes entries that
-    the marker says it created: a user's files are never deleted.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.out = Path(out)
-        self.marker = self.out / MARKER
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"--out {self.out} is a file; choose a folder")
-        if self.marker.is_file():
-            try:
-                self.created = set(json.loads(self.marker.read_text(encoding="utf-8"))["created"])
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{self.marker} is not a demo marker; choose another --out") from None
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise ValueError(f"--out {self.out} exists and holds files the demo did not make; "
-                             "choose a new or empty folder")
-        else:
-            self.created = set()
-
-    def check(self, *names: str) -> None:
-        """Refuse now, before any work, if ``out/name`` exists and the demo did not make it."""
-        for name in names:
-            if ((self.out / name).exists() or (self.out / name).is_symlink()) and name not in self.created:
-                raise ValueError(f"{self.out / name} was not made by the demo; move it away or choose another --out")
-
-    def claim(self, name: str) -> Path:
-        """``out/name`` for the demo to (re)write: emptied if the demo made it before, refused if not."""
-        path = self.out / name
-        if path.exists() or path.is_symlink():
-            if name not in self.created:
-                raise ValueError(f"{path} was not made by the demo; move it away or choose another --out")
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        self.keep(name)
-        return path
-
-    def keep(self, name: str) -> Path:
-        """Record ``out/name`` as made by the demo (kept between runs, e.g. the scenes)."""
-        path = self.out / name
-        if name in self.created:
-            return path
-        if path.exists() or path.is_symlink():
-            raise ValueError(f"{path} was not made by the demo; move it away or choose another --out")
-        self.created.add(name)
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic({"created": sorted(self.created)}, self.marker)
-        return path
+def _written_before_markers(out: Path) -> Optional[List[str]]:
+    """What an earlier demo listed in its own marker, ``.harmonicdet-demo.json`` (that file included), or ``None``."""
+    old = out / ".harmonicdet-demo.json"
+    try:
+        return [*json.loads(old.read_text(encoding="utf-8"))["created"], old.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def check_demo_arguments(budget_minutes: float, num_train: int, num_val: int, seed: int = 0) -> None:
@@ -127,7 +82,7 @@ def demo_config(out: Path, *, seed: int = 0, num_train: int = 2000, num_val: int
     return config
 
 
-def _time_steps(config: Config, folder: DemoFolder) -> Dict[str, float]:
+def _time_steps(config: Config, folder: OutputFolder) -> Dict[str, float]:
     """Seconds per training step and per evaluated image, from a short probe run."""
     out = folder.claim("_probe")
     probe = load_config(base=config, overrides=[f"output_dir={json.dumps(str(out))}",
@@ -168,7 +123,10 @@ def run_demo(out: Path, *, budget_minutes: float = 9.0, fashion_mnist: Optional[
     check_demo_arguments(budget_minutes, num_train, num_val, seed)
     base = demo_config(out, seed=seed, num_train=num_train, num_val=num_val, fashion_mnist=fashion_mnist,
                        overrides=overrides)
-    folder = DemoFolder(out)
+    # the entries the demo makes are recorded in the marker: it only ever removes those
+    folder = OutputFolder(out, COMMAND, {"seed": seed, "train_images": num_train, "val_images": num_val,
+                                         "presets": list(presets), "overrides": list(overrides)},
+                          name="--out", recognise=_written_before_markers)
     results = ("loss_curves.png", "consistency_comparison.png", "panel.png", "summary.json", "summary.md")
     folder.check("scenes", "_probe", *presets, *results)
     say(f"[demo] 1/4 Fashion-MNIST scenes: {num_train} train + {num_val} val -> {out / 'scenes'}")

@@ -17,6 +17,12 @@ Outputs in ``out_dir``:
   consistency`` or COCO evaluation;
 * ``images.json``: COCO-style ``images`` entries ``{id, file_name, width, height, png}``.
 
+``out_dir`` follows the folder rule of :mod:`harmonicdet.output_folder`: new, empty or made by
+``predict`` (its marker records the checkpoint, the images and the thresholds), and it may not
+hold an input image. It is written beside and renamed into place, replacing an earlier
+prediction as a whole, so no picture of an earlier run remains. Images with more than 8 bits
+per value (16-bit PNGs) are scaled to 8 bits (:func:`harmonicdet.images.rgb8`).
+
 Image ids and categories: with ``gt`` (a COCO instances file), each input is matched to
 the ground-truth image whose ``file_name`` it is -- first by its path relative to the
 folder it was found in (or its name for files given directly), then by its file name
@@ -44,9 +50,13 @@ from harmonicdet.engine.config import Config
 from harmonicdet.engine.coco_evaluation import detections_to_coco
 from harmonicdet.engine.trained_run import load_weights
 from harmonicdet.engine.distributed import resolve_device
+from harmonicdet.checks import is_finite_number, is_int
+from harmonicdet.images import rgb8
 from harmonicdet.io import write_image_atomic, write_json_atomic
+from harmonicdet.output_folder import OutputFolder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+COMMAND = "harmonicdet predict"  # what --out's marker (harmonicdet.output_folder.MARKER) names as its maker
 
 
 def find_images(inputs: Sequence[Any]) -> List[Tuple[Path, str]]:
@@ -80,7 +90,7 @@ def find_images(inputs: Sequence[Any]) -> List[Tuple[Path, str]]:
 def _read_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return rgb8(image)
     except (OSError, ValueError) as err:
         raise ValueError(f"image {path} could not be read: {err}") from None
 
@@ -192,18 +202,23 @@ def predict(config: Config, *, checkpoint: Any, images: Sequence[Any], out_dir: 
 
     from harmonicdet.visualization import draw
 
-    if not 0 <= score_thresh <= 1:
-        raise ValueError(f"--score-thresh must be in [0, 1], got {score_thresh}")
-    if max_per_image < 1:
-        raise ValueError(f"max_per_image must be >= 1, got {max_per_image}")
+    if not is_finite_number(score_thresh) or not 0 <= score_thresh <= 1:
+        raise ValueError(f"--score-thresh must be a number in [0, 1], got {score_thresh!r}")
+    if not is_int(max_per_image) or max_per_image < 1:
+        raise ValueError(f"max_per_image (--max-dets) must be an integer >= 1, got {max_per_image!r}")
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
+        raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
     out = Path(out_dir)
     found = find_images(images)
+    inside = [path for path, _ in found if path.resolve().is_relative_to(out.resolve())]
+    if inside:
+        raise ValueError(f"--out {out} holds the input image {inside[0]}, which writing --out would overwrite; "
+                         "choose another --out")
+    folder = OutputFolder(out, COMMAND, {"checkpoint": str(checkpoint), "images": [str(p) for p, _ in found],
+                                         "gt": None if gt is None else str(gt), "score_thresh": score_thresh,
+                                         "max_per_image": max_per_image}, name="--out")
     ids, gt_data = _ids_from_gt(gt, found) if gt is not None else (list(range(1, len(found) + 1)), None)
     pngs = _png_names(found, ids)
-    inputs = {p.resolve() for p, _ in found}
-    clash = [out / png for png in pngs if (out / png).resolve() in inputs]
-    if clash:
-        raise ValueError(f"--out {out}: writing {clash[0].name} would overwrite the input image {clash[0]}")
     classes, label_to_category_id = _categories(config, gt_data, gt)
     device = resolve_device(config["train"]["device"])
     model = build_model(config)
@@ -213,7 +228,8 @@ def predict(config: Config, *, checkpoint: Any, images: Sequence[Any], out_dir: 
                         shuffle=False, num_workers=int(config["data"]["num_workers"]), collate_fn=list)
     results: List[Dict[str, Any]] = []
     entries: List[Dict[str, Any]] = []
-    with tqdm(total=len(found), desc="predict", unit="img", disable=not show_progress, file=sys.stderr) as bar:
+    with folder.replace() as staging, tqdm(total=len(found), desc="predict", unit="img", disable=not show_progress,
+                                           file=sys.stderr) as bar:
         for batch in loader:
             indices = [i for i, _ in batch]
             tensors = [torch.from_numpy(pixels).permute(2, 0, 1).to(device).float().div_(255) for _, pixels in batch]
@@ -228,12 +244,13 @@ def predict(config: Config, *, checkpoint: Any, images: Sequence[Any], out_dir: 
                     pixels, det_boxes=output["boxes"].detach().cpu().numpy()[keep], det_scores=scores[keep],
                     det_names=[classes[int(k) - 1] if 1 <= k <= len(classes) else str(int(k)) for k in labels],
                     det_colours=[draw.class_colour(int(k) - 1) for k in labels])
-                write_image_atomic(picture, out / pngs[index], compress_level=1)
+                write_image_atomic(picture, staging / pngs[index], compress_level=1)
                 entries.append({"id": ids[index], "file_name": found[index][1], "width": int(pixels.shape[1]),
                                 "height": int(pixels.shape[0]), "png": pngs[index]})
             bar.update(len(batch))
-    write_json_atomic(results, out / "predictions.json")
-    write_json_atomic({"images": entries, "categories": [{"id": label_to_category_id[i + 1], "name": name}
-                                                         for i, name in enumerate(classes)]}, out / "images.json")
+        write_json_atomic(results, staging / "predictions.json")
+        write_json_atomic({"images": entries, "categories": [{"id": label_to_category_id[i + 1], "name": name}
+                                                             for i, name in enumerate(classes)]},
+                          staging / "images.json")
     return {"predictions": out / "predictions.json", "images": entries, "num_detections": len(results),
             "device": str(device)}

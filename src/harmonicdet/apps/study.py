@@ -20,7 +20,14 @@ each group expands to one run per (arch, seed)::
 ``config`` is a path relative to the study file or the name of a shipped config;
 ``loss`` defaults to the variant's name. A run's folder is
 ``output_dir/runs/<arch>-<variant>-s<seed>`` and its seed is the config's ``seed``
-(weights and data order); the data are the same for every run.
+(weights and data order); the data are the same for every run. Arch and variant names
+become folder names (letters, digits, ``.``, ``_``, ``-``); every group needs at least one
+seed, ``baseline`` must be one of the variants and ``bootstrap`` holds integers: a study
+file is checked whole when it is loaded, before anything trains.
+
+``output_dir`` and ``report_dir`` follow the folder rule of :mod:`harmonicdet.output_folder`
+(new, empty, or a study's folder: its marker, or the layout of a study made before markers);
+each run folder follows ``harmonicdet train``'s.
 
 Run records: a finished run's evidence (no weights) is copied to
 ``report_dir/runs/<name>/``: ``config.yaml``, ``provenance.json``, ``study_timing.json`` (training
@@ -55,7 +62,9 @@ from harmonicdet.engine.checkpoint import FINAL, LAST, load_checkpoint
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.train import train
-from harmonicdet.io import read_jsonl, say, write_bytes_atomic, write_json_atomic
+from harmonicdet.checks import is_int
+from harmonicdet.io import check_path_part, read_jsonl, say, write_bytes_atomic, write_json_atomic
+from harmonicdet.output_folder import OutputFolder
 
 _STUDY_FIELDS = {"name", "output_dir", "report_dir", "baseline", "bootstrap", "set", "archs", "runs"}
 _ARCH_FIELDS = {"config", "set"}
@@ -66,6 +75,9 @@ RECORD_FILES = ("config.yaml", "provenance.json", "study_timing.json", "eval_his
 COMPRESSED_RECORD_FILES = ("metrics.jsonl", "results.json")
 # a per-batch log's record keeps 5 figures: a 200-epoch YOLO run's 25 000 batch records stay under 2 MB gzipped
 LOG_SIGNIFICANT_FIGURES = 5
+COMMAND = "harmonicdet study"  # what the folders' marker (harmonicdet.output_folder.MARKER) names as their maker
+# what a study writes in its output_dir and report_dir
+STUDY_ENTRIES = ("runs", "lane_logs", "summary.json", "summary.md", "plots")
 # what a (re)run does with a run in each state of run_state, as the progress lines say it
 STATE_ACTIONS = {"done": "finished, skipped", "evaluated": "recording", "trained": "evaluating",
                  "interrupted": "resuming", "new": "training"}
@@ -136,20 +148,25 @@ def load_study(path: str | Path) -> Study:
     report_dir = Path(spec.get("report_dir", output_dir))
     common = _as_list(spec.get("set", []), f"{path}: set", str)
     archs = _check_fields(spec["archs"], set(spec["archs"]), f"{path}: archs")
+    for arch in archs:
+        check_path_part(arch, f"{path}: archs: the name {arch!r}")
     runs: List[StudyRun] = []
     for index, group in enumerate(_as_list(spec["runs"], f"{path}: runs", dict)):
         where = f"{path}: runs[{index}]"
         group = _check_fields(group, _RUN_FIELDS, where)
         if "variant" not in group or "arch" not in group:
             raise ValueError(f"{where}: needs 'variant' and 'arch'")
-        variant = str(group["variant"])
+        variant = check_path_part(group["variant"], f"{where}.variant")
+        seeds = _as_list(group.get("seeds", [0]), f"{where}.seeds", int)
+        if not seeds:
+            raise ValueError(f"{where}.seeds: give at least one seed")
         for arch in _as_list(group["arch"], f"{where}.arch", str):
             if arch not in archs:
                 raise ValueError(f"{where}: arch {arch!r} is not among archs {sorted(archs)}")
             arch_spec = _check_fields(archs[arch], _ARCH_FIELDS, f"{path}: archs.{arch}")
             if "config" not in arch_spec:
                 raise ValueError(f"{path}: archs.{arch}: missing field 'config'")
-            for seed in _as_list(group.get("seeds", [0]), f"{where}.seeds", int):
+            for seed in seeds:
                 directory = output_dir / "runs" / f"{arch}-{variant}-s{seed}"
                 overrides = (common + _as_list(arch_spec.get("set", []), f"{path}: archs.{arch}.set", str)
                              + _as_list(group.get("set", []), f"{where}.set", str)
@@ -167,9 +184,34 @@ def load_study(path: str | Path) -> Study:
         raise ValueError(f"{path}: runs {duplicates} are listed more than once")
     bootstrap = {"samples": 500, "seed": 0, **_check_fields(spec.get("bootstrap", {}), {"samples", "seed"},
                                                               f"{path}: bootstrap")}
+    for key, least in (("samples", 1), ("seed", 0)):
+        if not is_int(bootstrap[key]) or bootstrap[key] < least:
+            raise ValueError(f"{path}: bootstrap.{key} must be an integer >= {least}, got {bootstrap[key]!r}")
+    baseline = spec.get("baseline", "standard")
+    variants = sorted({run.variant for run in runs})
+    if baseline not in variants:
+        raise ValueError(f"{path}: baseline {baseline!r} is not one of the study's variants {variants}")
     return Study(name=str(spec.get("name", path.stem)), path=path, output_dir=output_dir,
-                 report_dir=report_dir, baseline=str(spec.get("baseline", "standard")),
-                 bootstrap=bootstrap, runs=runs)
+                 report_dir=report_dir, baseline=baseline, bootstrap=bootstrap, runs=runs)
+
+
+def _written_before_markers(folder: Path) -> Optional[List[str]]:
+    """The entries of a study folder written before markers existed (it holds run folders or records, a report or
+    lane logs); ``None`` for any other folder."""
+    entries = {p.name for p in folder.iterdir()}
+    if not entries & {"runs", "summary.json", "lane_logs"}:
+        return None
+    return sorted(entries & set(STUDY_ENTRIES))
+
+
+def study_folders(study: Study, *, report_only: bool = False) -> List[OutputFolder]:
+    """The study's ``output_dir`` and ``report_dir`` (one folder when they are the same; only ``report_dir`` with
+    ``report_only``) under the folder rule of :mod:`harmonicdet.output_folder`, checked now, before any work.
+    Each run's settings are its ``config.yaml`` (see :func:`refuse_other_settings`)."""
+    named = {study.report_dir: "report_dir"} if report_only else {study.output_dir: "output_dir",
+                                                                   study.report_dir: "report_dir"}
+    return [OutputFolder(folder, COMMAND, name=name, recognise=_written_before_markers)
+            for folder, name in named.items()]
 
 
 def run_state(run: StudyRun) -> str:
@@ -278,13 +320,19 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
                 if not only or any(run.name == o or run.name.startswith(o) for o in only)]
     if only and not selected:
         raise ValueError(f"--only {list(only)} matches none of the runs: {[r.name for r in study.runs]}")
+    folders = study_folders(study, report_only=report_only)
     if not report_only:
+        for run in selected:  # every run's settings are checked before any trains
+            run_state(run)
+        for folder in folders:
+            folder.mark()
         for index, run in enumerate(selected, start=1):
             state = run_state(run)
             say(f"[study] {index}/{len(selected)} {run.name}: {STATE_ACTIONS[state]}")
             execute_run(run, state, show_progress=show_progress)
     if not report:
         return None
+    folders[-1].mark()  # report_dir
     summary = write_study_report(study)
     say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
@@ -301,9 +349,12 @@ def run_lanes(path: str | Path, lanes: int, *, limit_s: Optional[float] = None) 
     if limit_s is not None and not limit_s > 0:
         raise ValueError(f"--limit-s must be a number of seconds > 0, got {limit_s!r}")
     study = load_study(path)
+    folders = study_folders(study)
     unfinished = [run.name for run in study.runs if run_state(run) != "done"]
     running = min(lanes, len(unfinished))
     if running:
+        for folder in folders:
+            folder.mark()
         # torch's default of one thread per core in every lane oversubscribes the cores
         threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // running))
         log_dir = study.output_dir / "lane_logs"

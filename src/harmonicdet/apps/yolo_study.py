@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -54,10 +55,11 @@ from harmonicdet.analysis.consistency import consistency_report
 from harmonicdet.analysis.study_report import write_report
 from harmonicdet.tables import markdown_grid
 from harmonicdet.data import CocoDetectionDataset, make_scenes
-from harmonicdet.data.yolo import write_yolo_dataset
+from harmonicdet.data.yolo import write_yolo_dataset, yolo_output_folder
 from harmonicdet.engine.coco_evaluation import coco_metrics
 from harmonicdet.apps.study import STATE_ACTIONS, record_run, refuse_other_settings, write_train_seconds
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
+from harmonicdet.output_folder import OutputFolder
 from harmonicdet.losses import HarmonicOptions
 from harmonicdet.provenance import record_sitting
 
@@ -113,6 +115,40 @@ class YoloRunSettings:
 
     def dump(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=True)
+
+
+COMMAND = "harmonicdet yolo-study"  # what the folders' marker (harmonicdet.output_folder.MARKER) names as their maker
+# what the study writes in --out (records and report)
+REPORT_ENTRIES = ("runs", "summary.json", "summary.md", "plots", "factors.md")
+_RUN_FOLDER = re.compile(r".+-s[0-9]+(-val)?")  # <model stem>-<variant>-s<seed>, and its final validation
+
+
+def _report_before_markers(folder: Path) -> Optional[List[str]]:
+    """The entries of an ``--out`` written before markers existed: run records under ``runs/`` (folders named
+    ``<model stem>-<variant>-s<seed>``), or a report; ``None`` for any other folder."""
+    entries = {p.name for p in folder.iterdir()}
+    records = folder / "runs"
+    if records.is_dir() and all(r.is_dir() and _RUN_FOLDER.fullmatch(r.name) for r in records.iterdir()) \
+            or "summary.json" in entries:
+        return sorted(entries & set(REPORT_ENTRIES))
+    return None
+
+
+def _runs_before_markers(folder: Path) -> Optional[List[str]]:
+    """The entries of a ``--runs`` written before markers existed: nothing but Ultralytics run folders named
+    ``<model stem>-<variant>-s<seed>`` (and ``...-val``); ``None`` for any other folder."""
+    entries = sorted(folder.iterdir())
+    if all(p.is_dir() and _RUN_FOLDER.fullmatch(p.name) for p in entries):
+        return [p.name for p in entries]
+    return None
+
+
+def study_folders(out: Path, runs: Path) -> List[OutputFolder]:
+    """``--out`` and ``--runs`` under the folder rule of :mod:`harmonicdet.output_folder`, checked now; folders a
+    study made before markers existed are recognised by their layout. Each run's settings are its
+    ``config.yaml``."""
+    return [OutputFolder(out, COMMAND, name="--out", recognise=_report_before_markers),
+            OutputFolder(runs, COMMAND, name="--runs", recognise=_runs_before_markers)]
 
 
 def yolo_run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
@@ -210,9 +246,13 @@ class RunLogger:
 
 
 def prepare_data(folder: Path, num_train: int, num_val: int) -> Path:
-    """The scenes (seed 0) under ``folder/scenes`` and their YOLO layout under ``folder/yolo``; its ``data.yaml``."""
-    scenes = make_scenes(folder / "scenes", num_train=num_train, num_val=num_val, seed=0)
+    """The scenes (seed 0) under ``folder/scenes`` and their YOLO layout under ``folder/yolo``; its ``data.yaml``.
+    Each follows its command's folder rule (:mod:`harmonicdet.output_folder`), both checked before either is
+    written."""
     yaml_path = folder / "yolo" / "data.yaml"
+    if not yaml_path.is_file():
+        yolo_output_folder(folder / "yolo")
+    scenes = make_scenes(folder / "scenes", num_train=num_train, num_val=num_val, seed=0)
     if not yaml_path.is_file():
         splits = {s: CocoDetectionDataset(scenes[f"{s}_images"], scenes[f"{s}_annotations"]) for s in ("train", "val")}
         write_yolo_dataset(folder / "yolo", splits)
@@ -369,13 +409,16 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
         variant_options(variant)
     torch.set_num_threads(args.threads)
     out, runs = Path(args.out), Path(args.runs)
-    data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
+    folders = study_folders(out, runs)
     planned = [YoloRunSettings(model=args.model, variant=v, seed=s, epochs=args.epochs, eval_every=args.eval_every,
                                imgsz=args.imgsz, batch=args.batch, train_images=args.train_images,
                                val_images=args.val_images, device=args.device)
                for s in args.seeds for v in args.variants]
     for settings in planned:  # every run's settings are checked before any trains
         yolo_run_state(settings, runs / settings.name, out / "runs" / settings.name)
+    data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
+    for folder in folders:
+        folder.mark()
     for settings in planned:
         execute_yolo_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
     for settings in planned:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from harmonicdet.io import safe_file_part, write_json_atomic
+from harmonicdet.output_folder import OutputFolder
 
 
 def why_not_available(report: dict) -> str:
@@ -38,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"give one --candidates file per --dt ({len(args.dt)}), got {len(args.candidates)}")
     if len(set(labels)) != len(labels) or len({safe_file_part(x, "dt") for x in labels}) != len(labels):
         raise ValueError(f"labels must be distinct (also as file names), got {labels}")
+    folder = OutputFolder(args.out, "harmonicdet consistency", {k: v for k, v in vars(args).items() if k != "func"},
+                          name="--out")
     truth = GroundTruth(args.gt)
     reports = {}
     for i, (label, dt) in enumerate(zip(labels, args.dt)):
@@ -46,11 +49,12 @@ def _run(args: argparse.Namespace) -> int:
             score_lo=args.score_lo, iou_floor=args.iou_floor, num_bins=args.bins, iou_low=args.iou_low,
             iou_high=args.iou_high)
     out = Path(args.out)
-    write_json_atomic(reports, out / "consistency.json")
-    for label, report in reports.items():
-        plot_consistency(report, out / f"consistency_{safe_file_part(label, 'dt')}.png", label)
-    if len(reports) > 1:
-        plot_consistency_comparison(list(reports.values()), labels, out)
+    with folder.replace() as staging:
+        write_json_atomic(reports, staging / "consistency.json")
+        for label, report in reports.items():
+            plot_consistency(report, staging / f"consistency_{safe_file_part(label, 'dt')}.png", label)
+        if len(reports) > 1:
+            plot_consistency_comparison(list(reports.values()), labels, staging)
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"{'label':<16} {'dets':>8} {'Spearman':>9} {'Pearson':>8} {'hiS/loIoU':>10} {'loS/hiIoU':>10} "
           f"{'cal.gap':>8} {'NMS rank':>9}")
@@ -79,7 +83,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dt", required=True, action="append", help="COCO results JSON (repeat to compare)")
     p.add_argument("--label", action="append", help="a name per --dt (default: file stem)")
     p.add_argument("--candidates", action="append", help="pre-NMS candidates JSON, one per --dt")
-    p.add_argument("--out", default="consistency", help="output folder (default: consistency)")
+    p.add_argument("--out", default="consistency", help="output folder (default: consistency): new, empty or made by "
+                   "consistency (then replaced as a whole)")
     p.add_argument("--score-hi", type=float, default=0.5, help="high-score threshold (default 0.5)")
     p.add_argument("--score-lo", type=float, default=0.2, help="low-score threshold (default 0.2)")
     p.add_argument("--iou-low", type=float, default=0.5, help="IoU below which a box is badly localised (0.5)")

@@ -50,9 +50,13 @@ def _yolo(args: argparse.Namespace) -> int:
         for split, pair in (("train", args.coco_train), ("val", args.coco_val)):
             if pair:
                 splits[split] = CocoDetectionDataset(pair[0], pair[1], skip_invalid=args.skip_invalid)
-    paths = write_yolo_dataset(args.out, splits)
-    for key, path in paths.items():
-        print(f"{key}: {path}")
+    written = write_yolo_dataset(args.out, splits)
+    for split in splits:
+        boxes = written[f"{split}_boxes"]
+        print(f"{split}: {len(splits[split].records)} images, {boxes['boxes']} boxes ({boxes['clipped']} clipped to "
+              f"their image, {boxes['dropped']} dropped with nothing left inside); {written[f'{split}_images']}, "
+              f"{written[f'{split}_labels']}, {written[f'{split}_json']}")
+    print(f"data_yaml: {written['data_yaml']}")
     return 0
 
 
@@ -91,8 +95,9 @@ def add_parser(subparsers) -> None:
         description="Compose real Fashion-MNIST items (2-6 per image, 16-56 px, tinted, at most half of any "
         "item hidden) into 128x128 scenes and write OUT/{train,val}/*.png and "
         "OUT/annotations/instances_{train,val}.json. Train scenes use Fashion-MNIST's train split, val scenes "
-        "its test split; the output is a function of --seed, and an existing OUT made with the same "
-        "parameters is reused.")
+        "its test split; the output is a function of --seed. OUT must be new, empty or made by this command: "
+        "made with the same parameters it is reused, otherwise replaced as a whole (written beside it and renamed "
+        "into place).")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--train", type=int, default=2000, help="training scenes (default 2000)")
     p.add_argument("--val", type=int, default=300, help="validation scenes (default 300)")
@@ -110,7 +115,9 @@ def add_parser(subparsers) -> None:
         "OUT/data.yaml and the COCO ground truth OUT/{train,val}.json. Image files are named by their COCO image id "
         "and YOLO class k is category_id k + 1 in the JSONs, which is what Ultralytics' val(save_json=True) writes to "
         "predictions.json: `harmonicdet consistency --gt OUT/val.json --dt predictions.json` reads it as it is. "
-        "Crowd (COCO) and difficult (VOC) objects are left out of the YOLO labels and kept as iscrowd=1 in the JSONs.")
+        "Crowd (COCO) and difficult (VOC) objects are left out of the YOLO labels and kept as iscrowd=1 in the JSONs. "
+        "An image whose file is not the size its annotation says is refused; boxes past the image are clipped to it "
+        "(counted in the output). OUT must be new, empty or made by this command (then replaced as a whole).")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scenes", default=None, metavar="DIR", help="a folder made by `harmonicdet data scenes`")
     p.add_argument("--coco-train", nargs=2, default=None, metavar=("IMAGES", "ANN"),

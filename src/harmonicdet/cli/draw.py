@@ -16,8 +16,6 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.label and len(args.label) != len(args.dt):
         raise ValueError(f"{len(args.dt)} --dt files but {len(args.label)} --label values")
-    if args.scale < 1:
-        raise ValueError(f"--scale must be an integer >= 1, got {args.scale}")
     bands = Bands(score_hi=args.score_hi, score_lo=args.score_lo, iou_low=args.iou_low, iou_high=args.iou_high)
     summary = draw_coco_results(args.gt, args.dt, args.out, args.images, labels=args.label, ids=args.ids,
                                 worst=args.worst, score_thresh=args.score_thresh, max_per_image=args.max_dets,
@@ -51,14 +49,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dt", required=True, action="append", help="COCO results JSON (repeat to compare)")
     p.add_argument("--label", action="append", help="a name per --dt (default: file stem)")
     p.add_argument("--images", required=True, help="folder the ground truth's file_name are relative to")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder: new, empty or made by draw (then replaced as a whole)")
     p.add_argument("--ids", type=int, nargs="+", metavar="ID", help="image ids to draw (default: all)")
     p.add_argument("--worst", type=int, metavar="K",
                    help="only the K images (of --ids) with the most inconsistent detections over all --dt")
     p.add_argument("--score-thresh", type=float, default=0.3,
                    help="draw consistent detections scoring at least this (default 0.3)")
     p.add_argument("--max-dets", type=int, default=30, help="detections drawn per image and --dt (default 30)")
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the pictures (default 1)")
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the pictures (default 1; at most "
+                   "16384 px a side)")
     p.add_argument("--score-hi", type=float, default=SCORE_HI, help=f"high-score threshold (default {SCORE_HI})")
     p.add_argument("--score-lo", type=float, default=SCORE_LO, help=f"low-score threshold (default {SCORE_LO})")
     p.add_argument("--iou-low", type=float, default=IOU_LOW, help=f"IoU below which a box is badly localised "

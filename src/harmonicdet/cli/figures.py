@@ -13,15 +13,21 @@ DEFAULT_GAMMAS = (0.0, 0.25, 0.5, 0.8, 1.0)
 def _run(args: argparse.Namespace) -> int:
     from harmonicdet.analysis.figures import plot_loss_curves, write_figures
 
+    from harmonicdet.output_folder import OutputFolder
+
+    labels = (args.label or [Path(p).parent.name for p in args.log]) if args.log else []
+    if args.log and len(labels) != len(args.log):
+        raise ValueError(f"{len(args.log)} --log files but {len(labels)} --label values")
     out = Path(args.out)
-    paths = write_figures(out, args.gammas)
-    if args.log:
-        labels = args.label or [Path(p).parent.name for p in args.log]
-        if len(labels) != len(args.log):
-            raise SystemExit(f"error: {len(args.log)} --log files but {len(labels)} --label values")
-        paths.append(plot_loss_curves(zip(labels, args.log), out / "fig3_training_loss.png", key=args.loss_key))
-    for path in paths:
-        print(path)
+    folder = OutputFolder(out, "harmonicdet figures", {k: v for k, v in vars(args).items() if k != "func"},
+                          name="--out")
+    with folder.replace() as staging:
+        names = [path.name for path in write_figures(staging, args.gammas)]
+        if args.log:
+            names.append(plot_loss_curves(zip(labels, args.log), staging / "fig3_training_loss.png",
+                                          key=args.loss_key).name)
+    for name in names:
+        print(out / name)
     return 0
 
 
@@ -32,7 +38,8 @@ def add_parser(subparsers) -> None:
         description="Write PNGs of supplementary Fig. 1 (|dL/dt|), Fig. 2 (dL/dp) and Fig. 4 (HIoU vs IoU), "
         "computed by autograd through harmonicdet's losses; with --log, Fig. 3 from training runs.",
     )
-    parser.add_argument("--out", default="figures", help="output folder (default: figures)")
+    parser.add_argument("--out", default="figures", help="output folder (default: figures): new, empty or made by "
+                        "figures (then replaced as a whole)")
     parser.add_argument("--gammas", type=float, nargs="+", default=list(DEFAULT_GAMMAS),
                         help=f"HIoU gammas of Fig. 4, each <= 1 (default: {' '.join(map(str, DEFAULT_GAMMAS))})")
     parser.add_argument("--log", nargs="+", metavar="METRICS_JSONL", help="metrics.jsonl of runs for Fig. 3")

@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="model_final.pt or last.pt")
     p.add_argument("--images", required=True, nargs="+", metavar="PATH",
                    help="image files or folders of images (not recursive)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder: new, empty or made by predict (then replaced as a "
+                   "whole)")
     p.add_argument("--score-thresh", type=float, default=0.3, help="draw detections scoring at least this "
                    "(default 0.3; predictions.json keeps all)")
     p.add_argument("--max-dets", type=int, default=50, help="detections drawn per image (default 50)")

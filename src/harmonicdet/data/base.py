@@ -25,6 +25,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from harmonicdet.images import rgb8
+
 
 @dataclass
 class ImageRecord:
@@ -108,7 +110,7 @@ class DetectionDataset(Dataset):
         record = self.records[index]
         try:
             with Image.open(record.path) as image:
-                return image.convert("RGB")
+                return rgb8(image)
         # ImportError: Ultralytics, once imported, patches Image.open to load pi-heif on an unidentified file
         except (OSError, ValueError, ImportError) as err:
             raise ValueError(f"image {record.path} (image_id {record.image_id}) could not be read: {err}") from None

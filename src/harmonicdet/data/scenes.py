@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from harmonicdet.io import write_json_atomic
+from harmonicdet.output_folder import OutputFolder
 
 from .fashion_mnist import CLASSES, find_fashion_mnist, fingerprint, load_split
 
@@ -52,6 +53,7 @@ MAX_HIDDEN = 0.5  # at most this fraction of an earlier item's mask may end up c
 PLACEMENT_TRIES = 30
 EXTRA_ITEMS = 10
 FORMAT_VERSION = 2  # bump when the rendering changes, so stale outputs are not reused
+COMMAND = "harmonicdet data scenes"  # what the folder's marker names as its maker
 _SPLITS = {"train": "train", "val": "test"}  # scene split -> Fashion-MNIST split
 _GRID = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 
@@ -148,18 +150,23 @@ def make_scenes(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: i
     """Write the scenes as a COCO dataset and return its paths.
 
     Writes ``out_dir/train/NNNNNN.png``, ``out_dir/val/NNNNNN.png`` (image ids from
-    1) and ``out_dir/annotations/instances_{train,val}.json``. Each JSON is written
-    atomically (temporary file, then rename) after its images, and records the
+    1) and ``out_dir/annotations/instances_{train,val}.json``. Each JSON records the
     generator's parameters in ``info`` (``seed``, ``num_train``, ``num_val``, format
     version, SHA-256 of the Fashion-MNIST files, which split the items came from).
 
-    Reuse: when both JSONs already exist with the same parameters and every image
-    they list exists, nothing is regenerated. Otherwise the dataset is rewritten in
-    place (PNGs of an earlier, larger run beyond the new counts are left alone; the
-    JSONs do not list them).
+    ``out_dir`` follows the folder rule of :mod:`harmonicdet.output_folder`: new, empty, or made
+    by this function (its marker records the parameters). The dataset is written to a
+    staging folder beside it and renamed into place, so an interrupted run leaves either
+    nothing or the earlier, complete dataset, never a mix.
+
+    Reuse: a folder made with the same parameters, every file still there, is returned as it
+    is; one with other parameters is replaced as a whole. A folder written before markers
+    existed (both JSONs from this generator and nothing else beside them) is reused only when
+    its parameters match and every image it lists is older than its JSON (a later run cut
+    short would have rewritten some), and replaced otherwise.
 
     Args:
-        out_dir: output folder (created).
+        out_dir: output folder.
         num_train, num_val: number of scenes per split.
         seed: the only source of randomness.
         fashion_mnist: folder of the four ``*-ubyte.gz`` files; default
@@ -174,20 +181,31 @@ def make_scenes(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: i
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     out = Path(out_dir)
-    folder = find_fashion_mnist(fashion_mnist)
+    source = find_fashion_mnist(fashion_mnist)
     params = {"generator": "harmonicdet.data.scenes", "version": FORMAT_VERSION, "seed": int(seed),
-              "num_train": int(num_train), "num_val": int(num_val), "fashion_mnist_sha256": fingerprint(folder)}
+              "num_train": int(num_train), "num_val": int(num_val), "fashion_mnist_sha256": fingerprint(source)}
     paths = _paths(out)
-    if all(_reusable(paths[f"{s}_annotations"], paths[f"{s}_images"], params) for s in _SPLITS):
+    folder = OutputFolder(out, COMMAND, params, recognise=_written_before_markers)
+    if folder.complete():
         return paths
+    if folder.made_before and not folder.marker.is_file() \
+            and all(_reusable(paths[f"{s}_annotations"], paths[f"{s}_images"], params) for s in _SPLITS):
+        return paths
+    with folder.replace(reuse_same=True) as staging:
+        _write_scenes(_paths(staging), params, source, workers)
+    return paths
+
+
+def _write_scenes(paths: Dict[str, Path], params: Dict[str, Any], source: Path, workers: int) -> None:
+    """Compose and write both splits' images and JSONs at ``paths`` (:func:`make_scenes`' layout)."""
     categories = [{"id": i + 1, "name": name, "supercategory": "fashion"} for i, name in enumerate(CLASSES)]
-    for split_index, (split, source) in enumerate(_SPLITS.items()):
-        count = int(num_train if split == "train" else num_val)
-        images, labels = load_split(source, folder)
-        rng = np.random.default_rng([int(seed), split_index])
+    for split_index, (split, fashion_split) in enumerate(_SPLITS.items()):
+        count = params["num_train"] if split == "train" else params["num_val"]
+        images, labels = load_split(fashion_split, source)
+        rng = np.random.default_rng([params["seed"], split_index])
         image_dir = paths[f"{split}_images"]
         image_dir.mkdir(parents=True, exist_ok=True)
-        gt: Dict[str, Any] = {"info": dict(params, split=split, fashion_mnist_split=source,
+        gt: Dict[str, Any] = {"info": dict(params, split=split, fashion_mnist_split=fashion_split,
                                            description="Fashion-MNIST items composed into occluded scenes; "
                                            "boxes are the full (amodal) extent of each item"),
                               "images": [], "annotations": [], "categories": categories}
@@ -207,10 +225,29 @@ def make_scenes(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: i
             for job in pending:
                 job.result()
         write_json_atomic(gt, paths[f"{split}_annotations"])
-    return paths
+
+
+def _written_before_markers(out: Path) -> Optional[List[str]]:
+    """The entries of scenes written before markers existed: a JSON of this generator, and nothing but the
+    scenes' own folders; ``None`` for any other folder."""
+    own = {"annotations", "train", "val"}
+    entries = {p.name for p in out.iterdir()}
+    if not entries <= own:
+        return None
+    for split in _SPLITS:
+        try:
+            info = json.loads(Path(scenes_paths(out, split)["ann_file"]).read_text(encoding="utf-8"))["info"]
+            if info.get("generator") == "harmonicdet.data.scenes":
+                return sorted(entries)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
 
 
 def _reusable(ann_file: Path, image_dir: Path, params: Dict[str, Any]) -> bool:
+    """Whether an unmarked split is complete with ``params``: its JSON records them and every image it lists
+    exists and is no newer than the JSON (written after its images; a later, interrupted run rewrites images
+    but not the JSON)."""
     if not ann_file.is_file():
         return False
     try:
@@ -218,6 +255,7 @@ def _reusable(ann_file: Path, image_dir: Path, params: Dict[str, Any]) -> bool:
         info = gt.get("info", {})
         if any(info.get(k) != v for k, v in params.items()):
             return False
-        return all((image_dir / image["file_name"]).is_file() for image in gt["images"])
+        written = ann_file.stat().st_mtime
+        return all((image_dir / image["file_name"]).stat().st_mtime <= written for image in gt["images"])
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False

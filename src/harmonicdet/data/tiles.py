@@ -29,17 +29,16 @@ tile's top-left corner in the source), ``annotations/instances_{train,val}.json`
 image ids from 1 in the order source file name, y, x; each image entry also has
 ``source``, ``x``, ``y``; ``info`` records the parameters and the split) and
 :data:`MARKER`, the list of what was written. Everything is a function of the inputs
-and the parameters: a rerun writes identical files. The dataset is written to a
-temporary folder beside ``out`` and renamed into place; an ``out`` that holds anything
-the marker does not list is refused before any work.
+and the parameters: a rerun writes identical files. ``out`` follows the folder rule of
+:mod:`harmonicdet.output_folder`: new, empty or made by this command (anything else is
+refused before any work); the dataset is written to a staging folder beside it and renamed
+into place, replacing an earlier output as a whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -48,10 +47,11 @@ import numpy as np
 
 from harmonicdet.checks import is_finite_number, is_int
 from harmonicdet.io import write_json_atomic
+from harmonicdet.output_folder import MARKER, OutputFolder  # noqa: F401  (MARKER: the file listing what was written)
 
 from .base import DetectionDataset, ImageRecord
 
-MARKER = ".harmonicdet-tiles.json"  # in out: what `harmonicdet data tiles` wrote there (a rerun replaces only that)
+COMMAND = "harmonicdet data tiles"  # what the folder's marker (harmonicdet.output_folder.MARKER) names as its maker
 FORMAT_VERSION = 1  # bump when the output changes for the same inputs
 SPLITS = ("train", "val")
 
@@ -131,33 +131,22 @@ def _tile_objects(record: ImageRecord, window: Sequence[float], spec: TileSpec) 
     return objects
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an ``out`` that is a file or holds anything :data:`MARKER` does not list."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; choose a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    marker = out / MARKER
+def _written_before_markers(out: Path) -> Optional[List[str]]:
+    """What an earlier version listed in its own marker, ``.harmonicdet-tiles.json`` (that file included), or
+    ``None``."""
+    old = out / ".harmonicdet-tiles.json"
     try:
-        made = set(json.loads(marker.read_text(encoding="utf-8"))["files"]) | {MARKER}
-    except FileNotFoundError:
-        raise ValueError(f"--out {out} holds files `harmonicdet data tiles` did not make (it has no {MARKER}); "
-                         "choose a new or empty folder") from None
-    except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{marker} is not a tiles marker; choose another --out") from None
-    for path in sorted(out.rglob("*")):
-        name = path.relative_to(out).as_posix()
-        if (path.is_symlink() or not path.is_dir()) and name not in made:
-            raise ValueError(f"{path} was not made by `harmonicdet data tiles`; move it away or choose another --out")
+        return [*json.loads(old.read_text(encoding="utf-8"))["files"], old.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_split(dataset: DetectionDataset, indices: List[int], folder: Path, split: str,
                  spec: TileSpec, categories: List[Dict[str, Any]], category_of: Dict[int, int],
-                 info: Dict[str, Any]) -> List[str]:
-    """Write one split's tiles and JSON under ``folder``; returns the written paths relative to ``folder``."""
+                 info: Dict[str, Any]) -> None:
+    """Write one split's tiles and JSON under ``folder``."""
     (folder / split).mkdir(parents=True)
     gt: Dict[str, Any] = {"info": dict(info, split=split), "images": [], "annotations": [], "categories": categories}
-    written = []
     for index in indices:
         record = dataset.records[index]
         image = dataset.load_image(index)
@@ -173,7 +162,6 @@ def _write_split(dataset: DetectionDataset, indices: List[int], folder: Path, sp
                 image_id = len(gt["images"]) + 1
                 name = f"{split}/{stem}_x{x}_y{y}.png"
                 image.crop((x, y, x + spec.size, y + spec.size)).save(folder / name, compress_level=1)
-                written.append(name)
                 gt["images"].append({"id": image_id, "file_name": Path(name).name, "width": spec.size,
                                      "height": spec.size, "source": record.file_name or record.path.name,
                                      "x": x, "y": y})
@@ -186,7 +174,6 @@ def _write_split(dataset: DetectionDataset, indices: List[int], folder: Path, sp
                         "visible_fraction": round(obj["visible_fraction"], 4)})
     name = f"annotations/instances_{split}.json"
     write_json_atomic(gt, folder / name)
-    return written + [name]
 
 
 def make_tiles(dataset: DetectionDataset, out: str | os.PathLike, spec: TileSpec = TileSpec(), *,
@@ -208,7 +195,7 @@ def make_tiles(dataset: DetectionDataset, out: str | os.PathLike, spec: TileSpec
         ``"<split>_counts"``: ``{"sources", "tiles", "boxes"}``.
     """
     out = Path(out)
-    _check_out(out)
+    OutputFolder(out, COMMAND, name="--out", recognise=_written_before_markers)  # refused before any work
     sources: Dict[str, int] = {}  # source file name -> dataset index
     stems: Dict[str, str] = {}
     for index, record in enumerate(dataset.records):
@@ -231,27 +218,10 @@ def make_tiles(dataset: DetectionDataset, out: str | os.PathLike, spec: TileSpec
             "single_class": single_class, "train_sources": split["train"], "val_sources": split["val"],
             "val_images": None if val_images is None else list(val_images), "val_fraction": val_fraction,
             "seed": seed}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tiles-", dir=out.parent))
-    try:
-        written = []
+    with OutputFolder(out, COMMAND, info, name="--out", recognise=_written_before_markers).replace() as staging:
         for name in SPLITS:
-            written += _write_split(dataset, [sources[s] for s in split[name]], staging, name, spec, categories,
-                                    category_of, info)
-        write_json_atomic({"made_by": "harmonicdet data tiles", "info": info, "files": sorted(written)},
-                          staging / MARKER)
-        staging.chmod(0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            _check_out(out)  # still only our files: replace the folder as a whole
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.retired-", dir=out.parent))
-            out.rename(retired / out.name)
-            staging.rename(out)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out)
-    except BaseException:  # Ctrl-C included: no half-written dataset is left beside out
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            _write_split(dataset, [sources[s] for s in split[name]], staging, name, spec, categories, category_of,
+                         info)
     result: Dict[str, Any] = {}
     for name in SPLITS:
         gt = json.loads((out / "annotations" / f"instances_{name}.json").read_text(encoding="utf-8"))

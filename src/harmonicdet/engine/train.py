@@ -7,6 +7,12 @@ Spearman(score, IoU) on the first ``eval.subset`` validation images at every K-t
 iteration and the last), ``provenance.json`` (package version and git commit of
 every sitting that trained the run), ``last.pt`` (the checkpoint ``--resume``
 continues from, written atomically) and ``model_final.pt`` (the trained weights).
+
+``output_dir`` follows the folder rule of :mod:`harmonicdet.output_folder`: new, empty, or
+a run folder (its marker ``.harmonicdet.json``, or the layout above for runs made before
+markers); a run with ``last.pt`` continues only with ``resume``, and a finished one
+(``model_final.pt``) is refused. Nothing is written until the config, the data, the model
+and the checkpoint to resume are accepted.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from harmonicdet.engine.coco_evaluation import evaluate
 from harmonicdet.engine.schedule import build_optimizer, build_scheduler
 from harmonicdet.io import read_jsonl, write_text_atomic
 from harmonicdet.models import loss_stats
+from harmonicdet.output_folder import OutputFolder
 from harmonicdet.provenance import record_sitting
 
 
@@ -131,20 +138,42 @@ def _to_device(images, targets, device):
     return images, targets
 
 
-def _open_run(out: Path, config: Config, resume: bool, is_main: bool) -> Optional[Dict[str, Any]]:
-    """The checkpoint to resume (``None`` for a new run), checked against ``config``; rank 0 then writes
-    ``config.yaml`` and this sitting's provenance, only once the run is accepted."""
+COMMAND = "harmonicdet train"  # what output_dir's marker (harmonicdet.output_folder.MARKER) names as its maker
+# what a training run folder holds: this module's files, the evaluation's and a study's (study_timing.json)
+RUN_FILES = ("config.yaml", "metrics.jsonl", "eval_history.jsonl", "provenance.json", LAST, FINAL, "tensorboard",
+             "eval.json", "results.json", "candidates.json", "study_timing.json")
+
+
+def _written_before_markers(out: Path) -> Optional[List[str]]:
+    """The entries of a run folder written before markers existed: one with ``config.yaml`` and this module's
+    log, provenance or a checkpoint; ``None`` for any other folder."""
+    entries = {p.name for p in out.iterdir()}
+    if "config.yaml" not in entries or not entries & {"metrics.jsonl", "provenance.json", LAST, FINAL}:
+        return None
+    return sorted(entries & set(RUN_FILES))
+
+
+def _check_run(out: Path, config: Config, resume: bool, is_main: bool) -> Tuple[OutputFolder, Optional[Dict[str, Any]]]:
+    """``output_dir`` under the folder rule of :mod:`harmonicdet.output_folder` (new, empty or a run folder) and the
+    checkpoint to resume (``None`` for a new run), checked against ``config``; writes nothing."""
+    folder = OutputFolder(out, COMMAND, name="output_dir", recognise=_written_before_markers)
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(out / LAST, map_location="cpu")
         check_resume_config(checkpoint.get("config"), config, out / LAST)  # before config.yaml is rewritten
     elif is_main and (out / LAST).exists():
         raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or choose another output_dir")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(config))
-        record_sitting(out, checkpoint["iteration"] if checkpoint else 0)
-    return checkpoint
+    elif is_main and (out / FINAL).exists():
+        raise ValueError(f"{out} already holds a finished run ({FINAL}); choose another output_dir (or move that run "
+                         "away to train it again)")
+    return folder, checkpoint
+
+
+def _start_sitting(folder: OutputFolder, config: Config, checkpoint: Optional[Dict[str, Any]]) -> None:
+    """Rank 0, once everything is accepted: the marker, ``config.yaml`` and this sitting's provenance."""
+    out = folder.mark()
+    (out / "config.yaml").write_text(dump_config(config))
+    record_sitting(out, checkpoint["iteration"] if checkpoint else 0)
 
 
 class _Optimisation:
@@ -241,7 +270,7 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     distributed = dist_utils.init_from_env(device)
     is_main = dist_utils.is_main_process()
     out = Path(config["output_dir"])
-    checkpoint = _open_run(out, config, resume, is_main)
+    folder, checkpoint = _check_run(out, config, resume, is_main)
 
     torch.manual_seed(config["seed"])
     train_set, val_set = build_datasets(config, need_val=config["eval"]["every"] is not None)
@@ -258,6 +287,8 @@ def train(config: Config, *, resume: bool = False, show_progress: bool = True) -
     if len(sampler) < batch_size:
         raise ValueError(f"train.batch_size={batch_size} is larger than the {len(sampler)} training images per process")
     batches_per_epoch = len(sampler) // batch_size
+    if is_main:  # nothing is written before the data, the model and the checkpoint are accepted
+        _start_sitting(folder, config, checkpoint)
     every = cfg_train["checkpoint_every"] or batches_per_epoch
     resumed_at = start_iter if checkpoint else None
     log = MetricsLog(out / "metrics.jsonl", resumed_at) if is_main else None

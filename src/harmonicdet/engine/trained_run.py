@@ -19,6 +19,9 @@ from harmonicdet.engine.checkpoint import FINAL, check_model_config, load_model_
 from harmonicdet.engine.config import Config, load_config
 from harmonicdet.engine.coco_evaluation import evaluate
 from harmonicdet.io import write_json_atomic
+from harmonicdet.output_folder import OutputFolder
+
+COMMAND = "harmonicdet eval"  # what an --out's marker (harmonicdet.output_folder.MARKER) names as its maker
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Path, config: Optional[Config] = None) -> None:
@@ -43,16 +46,24 @@ def _load_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Pa
 
 def evaluate_run(config: Config, *, checkpoint: Path, out_dir: Optional[Path] = None,
                  show_progress: bool = True) -> Dict[str, Any]:
-    """Writes ``results.json`` (COCO detections) and ``eval.json`` (metrics + consistency); returns the report."""
+    """Writes ``results.json`` (COCO detections) and ``eval.json`` (metrics + consistency); returns the report.
+
+    ``out_dir`` defaults to the checkpoint's folder (the run's); another one follows the folder rule of
+    :mod:`harmonicdet.output_folder` (new, empty or made by ``harmonicdet eval``).
+    """
     device = dist_utils.resolve_device(config["train"]["device"])
     dist_utils.init_from_env(device)
-    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
+    out = Path(checkpoint).parent if out_dir is None else Path(out_dir)
+    folder = None if out.resolve() == Path(checkpoint).parent.resolve() else \
+        OutputFolder(out, COMMAND, {"checkpoint": str(checkpoint)}, name="--out")
     state, trained_with = load_model_state(Path(checkpoint))  # an unreadable or foreign file fails before any work
     check_model_config(trained_with, config, Path(checkpoint))
     _, val_set = build_datasets(config, need_val=True)
     model = build_model(config)
     _load_state(model, state, Path(checkpoint))
     model.to(device)
+    if folder is not None and dist_utils.is_main_process():
+        folder.mark()
     evaluated = evaluate(model, val_set, device=device, batch_size=config["eval"]["batch_size"],
                          results_path=out / "results.json", candidates=bool(config["eval"]["candidates"]),
                          show_progress=show_progress)

@@ -38,6 +38,7 @@ from .box_iou import aligned_box_iou
 from .harmonic_iou_loss import harmonic_iou_from_iou
 from .harmonic_loss import harmonic_terms, reversed_fraction
 from .options import BETA_C_MODES, BOX_LOSSES, HarmonicOptions, check_box_loss, check_positive_weight
+from .reduction import check_avg_factor
 from .task_contrast_loss import task_contrast_loss
 
 __all__ = [  # BOX_LOSSES, BETA_C_MODES and check_positive_weight live in .options (imported here as before)
@@ -134,6 +135,7 @@ def _harmonise_positives(
     instead (the ``standard_posweight`` control); the stats still report the values
     ``exp(-cls)``/``exp(-L_loc)`` the harmonic factors would take, for comparison.
     """
+    check_avg_factor(avg_factor)
     detach_factors, tc_margin, positive_weight = options.detach_factors, options.tc_margin, options.positive_weight
     if positive_weight is None:
         cls_pos, loc_term = harmonic_terms(

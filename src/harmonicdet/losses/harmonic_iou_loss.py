@@ -9,7 +9,7 @@ from torch import Tensor
 from harmonicdet.checks import is_finite_number
 
 from .box_iou import aligned_box_iou
-from .reduction import weight_reduce_loss
+from .reduction import check_weight, weight_reduce_loss
 
 
 def check_hiou_gamma(gamma: float) -> float:
@@ -71,6 +71,6 @@ def harmonic_iou_loss(
     """
     gamma = check_hiou_gamma(gamma)
     iou = aligned_box_iou(pred_boxes, target_boxes, eps=eps)
-    if weight is not None and weight.dim() == 2 and weight.shape[-1] == 4:
+    if check_weight(weight, "of shape (N,) or (N, 4)") is not None and weight.dim() == 2 and weight.shape[-1] == 4:
         weight = weight.mean(dim=-1)
     return weight_reduce_loss(harmonic_iou_from_iou(iou, gamma), weight, reduction, avg_factor)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
-from .reduction import check_float_tensor, weight_reduce_loss
+from .reduction import check_float_tensor, on_host, weight_reduce_loss
 
 
 def _check_pair(cls_loss: Tensor, loc_loss: Tensor) -> None:
@@ -137,6 +137,10 @@ def harmonic_terms(
     _check_pair(cls_loss, loc_loss)
     if beta_c is not None and check_float_tensor(beta_c, "beta_c", "(N,)").shape != cls_loss.shape:
         raise ValueError(f"beta_c must have shape {tuple(cls_loss.shape)}, got {tuple(beta_c.shape)}")
+    if beta_c is not None and on_host(beta_c) and beta_c.numel() \
+            and not bool(((beta_c >= 0) & (beta_c <= 1)).all()):
+        raise ValueError("beta_c must lie in [0, 1] (a probability, e.g. the ground-truth class's), got values in "
+                         f"[{float(beta_c.min()):g}, {float(beta_c.max()):g}]")
     detach_beta_c, detach_beta_r = detach_flags(detach_factors)
     return _HarmonicTerms.apply(cls_loss, loc_loss, beta_c, detach_beta_c, detach_beta_r)
 
@@ -174,8 +178,9 @@ def harmonic_loss(
             ``beta_r``, which removes the ``exp(-L) log p`` term of S-5 (the box gradient
             becomes ``(1 + p) dL/dt``, never reversed) and keeps S-10's ``+L``;
             ``"beta_c"`` only ``beta_c``, which removes S-10's ``+L`` and keeps S-5 whole.
-        beta_c: Tensor[N] to use instead of ``exp(-cls_loss)``, e.g. the ground-truth
-            class probability for sigmoid/focal heads, where ``exp(-focal) != p``.
+        beta_c: Tensor[N] in [0, 1] to use instead of ``exp(-cls_loss)``, e.g. the ground-truth
+            class probability for sigmoid/focal heads, where ``exp(-focal) != p`` (its range is
+            checked on the CPU, see :mod:`harmonicdet.losses.reduction`).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
         weight: Tensor[N] multiplying the per-sample losses.
         avg_factor: divisor for ``"mean"`` instead of N (mmdetection convention).

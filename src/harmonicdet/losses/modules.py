@@ -19,6 +19,8 @@ from typing import Optional, Union
 
 from torch import Tensor, nn
 
+from harmonicdet.checks import check_finite_number
+
 from .harmonic_iou_loss import check_hiou_gamma, harmonic_iou_loss
 from .harmonic_loss import DetachFactors, detach_flags, harmonic_loss
 from .options import check_margin
@@ -33,7 +35,7 @@ class _MMDetLoss(nn.Module):
     def __init__(self, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction)
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_finite_number(loss_weight, "loss_weight", at_least=0)
 
     def _reduction(self, reduction_override: Optional[str]) -> str:
         # an override is checked once, where the loss is reduced (weight_reduce_loss)

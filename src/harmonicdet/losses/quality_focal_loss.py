@@ -17,7 +17,7 @@ from torch import Tensor
 
 from harmonicdet.checks import check_finite_number
 
-from .reduction import weight_reduce_loss
+from .reduction import check_weight, weight_reduce_loss
 
 
 def check_qfl_beta(beta: float) -> float:
@@ -88,7 +88,8 @@ def quality_focal_loss(
         )
     if targets_score.numel() and not bool(((targets_score >= 0) & (targets_score <= 1)).all()):
         raise ValueError("targets_score must lie in [0, 1] (soft quality targets, e.g. IoUs)")
-    if weight is not None and weight.shape not in (pred_logits.shape[:1], pred_logits.shape):
+    if check_weight(weight, "of shape (N,) or (N, C)") is not None \
+            and weight.shape not in (pred_logits.shape[:1], pred_logits.shape):
         raise ValueError(
             f"weight must have shape {tuple(pred_logits.shape[:1])} or {tuple(pred_logits.shape)}, "
             f"got {tuple(weight.shape)}"

@@ -56,7 +56,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 
-from harmonicdet.checks import check_finite_number, is_finite_number
+from harmonicdet.checks import check_finite_number, is_finite_number, is_int
 
 from .backbones import BACKBONES, fpn_backbone
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
@@ -275,6 +275,10 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
         ValueError: an unknown arch, backbone, preset or loss option (named in the
             message), or an invalid value.
     """
+    for name, value in (("num_classes", num_classes), ("image_size", image_size), ("fpn_channels", fpn_channels),
+                        ("trainable_backbone_layers", trainable_backbone_layers)):
+        if value is not None and not is_int(value):  # e.g. "64" from a config: refused by name, not a TypeError
+            raise ValueError(f"{name} must be an integer, got {value!r}")
     backbone, fcos_sizes, radius = _check_arguments(arch, num_classes, backbone, image_size, fpn_channels,
                                                     fcos_anchor_sizes, center_sampling_radius, loss)
     options = harmonic_options(loss, loss_options)

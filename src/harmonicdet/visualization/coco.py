@@ -11,7 +11,9 @@ the others with ``score >= score_thresh``; at most ``max_per_image``, inconsiste
 ones first, then by score. Counts in ``draw.json`` are over all detections. A panel
 with nothing drawn says why in its top-left corner (``no detections``, or no score
 reaching ``score_thresh`` and the best one), and ``draw.json`` gives each image's
-best score per results file.
+best score per results file. Images with more than 8 bits per value (16-bit PNGs) are scaled
+to 8 bits (:func:`harmonicdet.images.rgb8`); ``scale`` is bounded so that no panel exceeds
+:data:`MAX_PICTURE_SIDE` pixels a side.
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ import numpy as np
 from PIL import Image
 
 from harmonicdet.analysis.consistency import GroundTruth, inconsistent_detections, score_iou_pairs
+from harmonicdet.checks import is_finite_number, is_int, is_number
+from harmonicdet.images import rgb8
 from harmonicdet.io import safe_file_part, write_image_atomic, write_json_atomic
+from harmonicdet.output_folder import OutputFolder
 from harmonicdet.visualization import draw as drawing
 from harmonicdet.visualization.draw import Bands
 
 DEFAULT_SCORE_THRESH = 0.3
 DEFAULT_MAX_PER_IMAGE = 30
+MAX_PICTURE_SIDE = 16384  # pixels a side of one drawn panel (--scale included): 768 MiB of RGB at most
+COMMAND = "harmonicdet draw"  # what --out's marker (harmonicdet.output_folder.MARKER) names as its maker
 
 
 class _Matched:
@@ -88,7 +95,7 @@ def _load_image(truth: GroundTruth, image_id: int, images_dir: Path) -> Tuple[Im
         raise ValueError(f"image file {path} (image id {image_id}) does not exist")
     try:
         with Image.open(path) as image:
-            pil = image.convert("RGB")
+            pil = rgb8(image)
     except (OSError, ValueError) as err:
         raise ValueError(f"image file {path} (image id {image_id}) could not be read: {err}") from None
     width, height = entry.get("width"), entry.get("height")
@@ -130,15 +137,19 @@ def _rows(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_dir: Any, *
           show_progress: bool) -> Iterator[Tuple[int, str, List[Image.Image], Dict[str, Dict[str, int]],
                                                  Dict[str, Optional[float]]]]:
     """``(image_id, file_name, one panel per results file, counts per label, best score per label)`` of each
-    selected image."""
+    selected image; the arguments are checked now, the rows drawn as they are iterated."""
     if not dts:
         raise ValueError("give at least one results file (--dt)")
     if len(labels) != len(dts):
         raise ValueError(f"{len(dts)} results files (--dt) but {len(labels)} labels (--label)")
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {list(labels)}")
-    if max_per_image < 1:
-        raise ValueError(f"max_per_image must be >= 1, got {max_per_image}")
+    if not is_int(max_per_image) or max_per_image < 1:
+        raise ValueError(f"max_per_image (--max-dets) must be an integer >= 1, got {max_per_image!r}")
+    if not is_finite_number(score_thresh) or not 0 <= score_thresh <= 1:
+        raise ValueError(f"--score-thresh must be a number in [0, 1], got {score_thresh!r}")
+    if not is_int(scale) or scale < 1:
+        raise ValueError(f"--scale must be an integer >= 1, got {scale!r}")
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ValueError(f"image folder {images_dir} does not exist")
@@ -150,6 +161,28 @@ def _rows(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_dir: Any, *
     matched = [_Matched(truth, dt, str(dt) if isinstance(dt, (str, os.PathLike)) else f"results {label}", bands)
                for dt, label in zip(dts, labels)]
     positions = _select(truth, matched, ids, worst, gt_name)
+    for index in positions:  # before any picture is drawn; an image without a size is checked when it is read
+        entry = truth.images[int(truth.image_ids[index])]
+        if is_number(entry.get("width")) and is_number(entry.get("height")):
+            check_scale(scale, int(entry["width"]), int(entry["height"]), int(truth.image_ids[index]))
+    return _each_row(truth, matched, positions, labels, images_dir, score_thresh=score_thresh,
+                     max_per_image=max_per_image, bands=bands, scale=scale, show_progress=show_progress)
+
+
+def check_scale(scale: int, width: int, height: int, image_id: int) -> None:
+    """Refuse a ``scale`` that would draw the ``width`` x ``height`` image past :data:`MAX_PICTURE_SIDE` pixels a
+    side (the picture's memory grows with its square)."""
+    if max(width, height) * scale > MAX_PICTURE_SIDE:
+        raise ValueError(f"--scale {scale} would draw image id {image_id} ({width}x{height}) at {width * scale}x"
+                         f"{height * scale} px; pictures are bounded at {MAX_PICTURE_SIDE} px a side, so --scale "
+                         f"{max(1, MAX_PICTURE_SIDE // max(width, height))} at most")
+
+
+def _each_row(truth: GroundTruth, matched: Sequence[_Matched], positions: Sequence[int], labels: Sequence[str],
+              images_dir: Path, *, score_thresh: float, max_per_image: int, bands: Bands, scale: int,
+              show_progress: bool) -> Iterator[Tuple[int, str, List[Image.Image], Dict[str, Dict[str, int]],
+                                                     Dict[str, Optional[float]]]]:
+    """The rows of :func:`_rows`, drawn one by one."""
     gt_order = np.argsort(truth.image, kind="stable")
     gt_bounds = np.searchsorted(truth.image[gt_order], np.arange(len(truth.image_ids) + 1))
     progress = None
@@ -160,6 +193,7 @@ def _rows(gt: Any, dts: Sequence[Any], labels: Sequence[str], images_dir: Any, *
     for index in positions:
         image_id = int(truth.image_ids[index])
         pil, file_name = _load_image(truth, image_id, images_dir)
+        check_scale(scale, pil.width, pil.height, image_id)
         gt_rows = gt_order[gt_bounds[index]:gt_bounds[index + 1]]
         panels, counts, best = [], {}, {}
         for label, m in zip(labels, matched):
@@ -183,7 +217,8 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
     Args:
         gt: COCO ground truth (path, dict or :class:`~harmonicdet.analysis.consistency.GroundTruth`).
         dts: COCO results (paths or lists); with several, each image's panels side by side.
-        out_dir: output folder (created); nothing is written outside it.
+        out_dir: output folder under the rule of :mod:`harmonicdet.output_folder` (new, empty or made by
+            ``draw``, then replaced as a whole); nothing is written outside it.
         images_dir: folder the ground truth's ``file_name`` are relative to.
         labels: one name per results file (default: the file stems, or ``dt1``, ``dt2``...).
         ids: image ids to draw (default: every image of the ground truth).
@@ -191,7 +226,7 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
             summed over the results files, most first (ties: lower id first).
         score_thresh, max_per_image: which detections are drawn (see the module docstring).
         bands: the IoU bands and score thresholds (default: the consistency report's).
-        scale: integer upscaling of the pictures.
+        scale: integer upscaling of the pictures; a panel is at most :data:`MAX_PICTURE_SIDE` pixels a side.
 
     Returns:
         The ``draw.json`` summary: settings and, per image in drawing order, ``image_id``,
@@ -203,21 +238,24 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
     """
     labels = list(labels) if labels else _default_labels(dts)
     out = Path(out_dir)
+    settings = {"score_thresh": score_thresh, "max_per_image": max_per_image, "scale": scale, "worst": worst,
+                **bands.__dict__}
+    rows = _rows(gt, dts, labels, images_dir, ids=ids, worst=worst, score_thresh=score_thresh,
+                 max_per_image=max_per_image, bands=bands, scale=scale, show_progress=show_progress)
+    sources = {"gt": str(gt) if isinstance(gt, (str, os.PathLike)) else None,
+               "dt": [str(d) if isinstance(d, (str, os.PathLike)) else None for d in dts], "labels": labels}
+    folder = OutputFolder(out, COMMAND, {**sources, "ids": None if ids is None else list(ids), **settings},
+                          name="--out")
     images = []
-    for image_id, file_name, panels, counts, best in _rows(
-            gt, dts, labels, images_dir, ids=ids, worst=worst, score_thresh=score_thresh,
-            max_per_image=max_per_image, bands=bands, scale=scale, show_progress=show_progress):
-        picture = panels[0] if len(panels) == 1 else drawing.side_by_side(panels, labels, scale=scale)
-        png = f"{image_id}_{safe_file_part(Path(file_name).stem, 'image')}.png"
-        write_image_atomic(drawing.with_legend(picture, bands, scale), out / png, compress_level=1)
-        images.append({"image_id": image_id, "file_name": file_name, "png": png, "counts": counts,
-                       "best_score": best})
-    summary = {"gt": str(gt) if isinstance(gt, (str, os.PathLike)) else None,
-               "dt": [str(d) if isinstance(d, (str, os.PathLike)) else None for d in dts], "labels": labels,
-               "settings": {"score_thresh": score_thresh, "max_per_image": max_per_image, "scale": scale,
-                            "worst": worst, **bands.__dict__},
-               "images": images}
-    write_json_atomic(summary, out / "draw.json")
+    with folder.replace() as staging:
+        for image_id, file_name, panels, counts, best in rows:
+            picture = panels[0] if len(panels) == 1 else drawing.side_by_side(panels, labels, scale=scale)
+            png = f"{image_id}_{safe_file_part(Path(file_name).stem, 'image')}.png"
+            write_image_atomic(drawing.with_legend(picture, bands, scale), staging / png, compress_level=1)
+            images.append({"image_id": image_id, "file_name": file_name, "png": png, "counts": counts,
+                           "best_score": best})
+        summary = {**sources, "settings": settings, "images": images}
+        write_json_atomic(summary, staging / "draw.json")
     return summary
 
 

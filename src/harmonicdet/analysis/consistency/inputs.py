@@ -55,20 +55,30 @@ def _first_bad(records: Sequence[Any], test) -> int:
     return -1
 
 
+_INT64_LIMIT = 2.0 ** 63  # ids at or beyond it do not fit the int64 arrays the analysis uses
+
+
+def _is_id(value: Any) -> bool:
+    """An integral number (:func:`~harmonicdet.checks.is_integral`, never a bool) within the int64 range."""
+    return _is_integer(value) and -_INT64_LIMIT <= value < _INT64_LIMIT
+
+
 def _numeric_column(values: List[Any], where: str, field: str, integer: bool = False) -> np.ndarray:
-    """``values`` as a numpy array (float64, or int64 with ``integer``), naming the first bad entry."""
+    """``values`` as a numpy array (float64, or int64 with ``integer``), naming the first bad entry; a bool is
+    never taken for a number, nor an id beyond the int64 range for an id."""
     arr = np.asarray(values) if values else np.zeros((0,))
-    if arr.dtype.kind not in "iuf" or arr.ndim != 1:  # strings, None, bools, nested junk
-        i = max(_first_bad(values, _is_integer if integer else _is_number), 0)
+    # numpy reads True as 1 in a column with numbers: bools are looked for entry by entry
+    if arr.dtype.kind not in "iuf" or arr.ndim != 1 or any(isinstance(v, (bool, np.bool_)) for v in values):
+        i = max(_first_bad(values, _is_id if integer else _is_number), 0)
         raise ValueError(f"{where}[{i}]: {field} must be {'an integer' if integer else 'a number'}, "
                          f"got {values[i]!r}")
     if not integer:
         return arr.astype(np.float64)
     if arr.dtype.kind == "f":
-        bad = np.nonzero(~np.isfinite(arr) | (arr != np.round(arr)))[0]
+        bad = np.nonzero(~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= _INT64_LIMIT))[0]
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"{where}[{i}]: {field} must be an integer, got {values[i]!r}")
+            raise ValueError(f"{where}[{i}]: {field} must be an integer within the 64-bit range, got {values[i]!r}")
     return arr.astype(np.int64)
 
 
@@ -137,8 +147,9 @@ class GroundTruth:
                 raise ValueError(f"{source}ground truth: missing the list {key!r}")
         for key in ("images", "categories"):
             for i, entry in enumerate(data[key]):
-                if not isinstance(entry, Mapping) or not _is_integer(entry.get("id")):
-                    raise ValueError(f"{source}ground truth {key}[{i}]: needs an integer id")
+                if not isinstance(entry, Mapping) or not _is_id(entry.get("id")):
+                    raise ValueError(f"{source}ground truth {key}[{i}]: needs an integer id within the 64-bit "
+                                     f"range, got {entry.get('id') if isinstance(entry, Mapping) else entry!r}")
         self.image_ids = np.unique(np.array([int(im["id"]) for im in data["images"]], dtype=np.int64))
         self.images: Dict[int, Mapping[str, Any]] = {int(im["id"]): im for im in data["images"]}
         categories = sorted({int(c["id"]): str(c.get("name", c["id"])) for c in data["categories"]}.items())
