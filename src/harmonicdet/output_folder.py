@@ -9,7 +9,8 @@ folder is accepted when it
   (the same settings let a dataset be reused as it is) and the paths, relative to the folder,
   of what the command created there (a directory listed covers everything inside it);
 * was made by an earlier version of the command, before markers existed: each command
-  recognises its own layout (``recognise(folder)`` gives the paths it made, or ``None``).
+  recognises its own layout (``recognise(folder)`` gives the paths it made, or ``None``;
+  :func:`flat_layout` for the outputs written flat into their folder).
 
 Anything else is refused with one line naming the folder and what is in it, before anything is
 written. Two ways of writing follow:
@@ -31,6 +32,7 @@ import os
 import secrets
 import shutil
 from contextlib import contextmanager
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Set
 
@@ -40,6 +42,17 @@ MARKER = ".harmonicdet.json"
 _SHOWN = 5  # entries a refusal names
 
 Recognise = Callable[[Path], Optional[Iterable[str]]]
+
+
+def flat_layout(required: str, *patterns: str) -> Recognise:
+    """A ``recognise`` for an output an earlier version wrote flat into its folder: the folder holds ``required``
+    and every entry's name matches one of ``patterns`` (``fnmatch``), e.g. ``("draw.json", "*.png")``."""
+    def recognise(folder: Path) -> Optional[List[str]]:
+        names = sorted(p.name for p in folder.iterdir())
+        ours = required in names and all(any(fnmatch(n, pattern) for pattern in (required, *patterns)) for n in names)
+        return names if ours else None
+
+    return recognise
 
 
 def _normalised(settings: Any) -> Any:

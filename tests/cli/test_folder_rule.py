@@ -214,3 +214,21 @@ def test_every_writing_command_is_covered():
     assert set(subparsers) == top
     data = next(a for a in subparsers["data"]._actions if a.dest == "data_command").choices
     assert {f"data {name}" for name in data} <= set(COMMANDS)
+
+
+def test_an_output_an_earlier_version_wrote_flat_is_replaced_but_not_with_a_users_file_in_it(scenes, tmp_path, capsys):
+    """`consistency --out` rerun into the folder an earlier version wrote (no marker): accepted and replaced whole;
+    with a file of the user's beside its output, refused."""
+    out = tmp_path / "cons"
+    out.mkdir()
+    (out / "consistency.json").write_text("{}")
+    (out / "consistency_old.png").write_bytes(b"an earlier plot")
+    dt = results_file(tmp_path, scenes)
+    argv = ["consistency", "--gt", scenes_paths(scenes, "val")["ann_file"], "--dt", dt, "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "consistency.json", "consistency_dt.png"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "consistency.json").write_text("{}")
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    line = refusal(*run_cli(capsys, *argv[:-1], tmp_path / "old"))
+    assert "did not make (consistency.json, notes.txt)" in line

@@ -53,7 +53,7 @@ from harmonicdet.engine.distributed import resolve_device
 from harmonicdet.checks import is_finite_number, is_int
 from harmonicdet.images import rgb8
 from harmonicdet.io import write_image_atomic, write_json_atomic
-from harmonicdet.output_folder import OutputFolder
+from harmonicdet.output_folder import OutputFolder, flat_layout
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COMMAND = "harmonicdet predict"  # what --out's marker (harmonicdet.output_folder.MARKER) names as its maker
@@ -216,7 +216,8 @@ def predict(config: Config, *, checkpoint: Any, images: Sequence[Any], out_dir: 
                          "choose another --out")
     folder = OutputFolder(out, COMMAND, {"checkpoint": str(checkpoint), "images": [str(p) for p, _ in found],
                                          "gt": None if gt is None else str(gt), "score_thresh": score_thresh,
-                                         "max_per_image": max_per_image}, name="--out")
+                                         "max_per_image": max_per_image}, name="--out",
+                          recognise=flat_layout("predictions.json", "images.json", "*.png"))
     ids, gt_data = _ids_from_gt(gt, found) if gt is not None else (list(range(1, len(found) + 1)), None)
     pngs = _png_names(found, ids)
     classes, label_to_category_id = _categories(config, gt_data, gt)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from harmonicdet.io import safe_file_part, write_json_atomic
-from harmonicdet.output_folder import OutputFolder
+from harmonicdet.output_folder import OutputFolder, flat_layout
 
 
 def why_not_available(report: dict) -> str:
@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(set(labels)) != len(labels) or len({safe_file_part(x, "dt") for x in labels}) != len(labels):
         raise ValueError(f"labels must be distinct (also as file names), got {labels}")
     folder = OutputFolder(args.out, "harmonicdet consistency", {k: v for k, v in vars(args).items() if k != "func"},
-                          name="--out")
+                          name="--out", recognise=flat_layout("consistency.json", "consistency_*.png"))
     truth = GroundTruth(args.gt)
     reports = {}
     for i, (label, dt) in enumerate(zip(labels, args.dt)):

@@ -13,14 +13,14 @@ DEFAULT_GAMMAS = (0.0, 0.25, 0.5, 0.8, 1.0)
 def _run(args: argparse.Namespace) -> int:
     from harmonicdet.analysis.figures import plot_loss_curves, write_figures
 
-    from harmonicdet.output_folder import OutputFolder
+    from harmonicdet.output_folder import OutputFolder, flat_layout
 
     labels = (args.label or [Path(p).parent.name for p in args.log]) if args.log else []
     if args.log and len(labels) != len(args.log):
         raise ValueError(f"{len(args.log)} --log files but {len(labels)} --label values")
     out = Path(args.out)
     folder = OutputFolder(out, "harmonicdet figures", {k: v for k, v in vars(args).items() if k != "func"},
-                          name="--out")
+                          name="--out", recognise=flat_layout("figure_data.npz", "fig*.png"))
     with folder.replace() as staging:
         names = [path.name for path in write_figures(staging, args.gammas)]
         if args.log:

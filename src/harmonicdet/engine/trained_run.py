@@ -19,7 +19,7 @@ from harmonicdet.engine.checkpoint import FINAL, check_model_config, load_model_
 from harmonicdet.engine.config import Config, load_config
 from harmonicdet.engine.coco_evaluation import evaluate
 from harmonicdet.io import write_json_atomic
-from harmonicdet.output_folder import OutputFolder
+from harmonicdet.output_folder import OutputFolder, flat_layout
 
 COMMAND = "harmonicdet eval"  # what an --out's marker (harmonicdet.output_folder.MARKER) names as its maker
 
@@ -55,7 +55,8 @@ def evaluate_run(config: Config, *, checkpoint: Path, out_dir: Optional[Path] = 
     dist_utils.init_from_env(device)
     out = Path(checkpoint).parent if out_dir is None else Path(out_dir)
     folder = None if out.resolve() == Path(checkpoint).parent.resolve() else \
-        OutputFolder(out, COMMAND, {"checkpoint": str(checkpoint)}, name="--out")
+        OutputFolder(out, COMMAND, {"checkpoint": str(checkpoint)}, name="--out",
+                     recognise=flat_layout("eval.json", "results.json", "candidates.json"))
     state, trained_with = load_model_state(Path(checkpoint))  # an unreadable or foreign file fails before any work
     check_model_config(trained_with, config, Path(checkpoint))
     _, val_set = build_datasets(config, need_val=True)

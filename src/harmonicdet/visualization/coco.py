@@ -29,7 +29,7 @@ from harmonicdet.analysis.consistency import GroundTruth, inconsistent_detection
 from harmonicdet.checks import is_finite_number, is_int, is_number
 from harmonicdet.images import rgb8
 from harmonicdet.io import safe_file_part, write_image_atomic, write_json_atomic
-from harmonicdet.output_folder import OutputFolder
+from harmonicdet.output_folder import OutputFolder, flat_layout
 from harmonicdet.visualization import draw as drawing
 from harmonicdet.visualization.draw import Bands
 
@@ -245,7 +245,7 @@ def draw_coco_results(gt: Any, dts: Sequence[Any], out_dir: Any, images_dir: Any
     sources = {"gt": str(gt) if isinstance(gt, (str, os.PathLike)) else None,
                "dt": [str(d) if isinstance(d, (str, os.PathLike)) else None for d in dts], "labels": labels}
     folder = OutputFolder(out, COMMAND, {**sources, "ids": None if ids is None else list(ids), **settings},
-                          name="--out")
+                          name="--out", recognise=flat_layout("draw.json", "*.png"))
     images = []
     with folder.replace() as staging:
         for image_id, file_name, panels, counts, best in rows:
