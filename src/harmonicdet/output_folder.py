@@ -185,6 +185,10 @@ class OutputFolder:
             entry.unlink()
         return entry
 
+    def _reopened(self) -> "OutputFolder":
+        """The folder as it is now (another process may have written it since)."""
+        return OutputFolder(self.path, self.command, self.settings, name=self.name, recognise=self.recognise)
+
     @contextmanager
     def replace(self, *, reuse_same: bool = False) -> Iterator[Path]:
         """Write the whole folder anew: yields an empty staging folder beside it, which replaces it when the block
@@ -203,7 +207,7 @@ class OutputFolder:
             yield staging
             created = set(_files(staging))
             write_json_atomic(self._record(created), staging / MARKER)
-            now = OutputFolder(self.path, self.command, self.settings, name=self.name, recognise=self.recognise)
+            now = self._reopened()
             if reuse_same and now.complete():
                 shutil.rmtree(staging)
                 return
@@ -218,7 +222,13 @@ class OutputFolder:
                     raise
                 shutil.rmtree(retired)
             else:
-                staging.rename(self.path)
+                try:
+                    staging.rename(self.path)
+                except OSError:  # another process renamed its folder into place first
+                    if not (reuse_same and self._reopened().complete()):
+                        raise
+                    shutil.rmtree(staging)
+                    return
             self.created, self.made_before, self.same_settings = created, True, True
         except BaseException:  # Ctrl-C included: no half-written folder is left behind
             shutil.rmtree(staging, ignore_errors=True)
