@@ -6,7 +6,10 @@ by score, so it then keeps the wrong box. This package measures that for any
 detector's output, one concept a module: :mod:`.inputs` (COCO ground truth and
 results, parsed and validated), :mod:`.matching` (each detection's IoU with its
 best same-class object), :mod:`.statistics` (the metrics on plain arrays) and
-:mod:`.report` (the JSON report; its docstring defines every field).
+:mod:`.report` (the JSON report; its docstring defines every field); the field's
+metrics: :mod:`.assignment` (COCO's one-to-one true positives), :mod:`.detection_calibration`
+(LaECE, D-ECE), :mod:`.tide` (TIDE's error breakdown), :mod:`.posthoc` (the post-hoc
+calibration baseline).
 
 Entry points
 ------------
@@ -20,6 +23,9 @@ Entry points
 * :func:`correlations`, :func:`inconsistency`, :func:`calibration`, :func:`nms_ranking` --
   the metrics on plain arrays; :func:`inconsistent_detections` -- which detections
   :func:`inconsistency` counts (``harmonicdet draw`` marks them).
+* :func:`match_pairs`, :func:`assign_one_to_one` -- the overlapping pairs and COCO's one-to-one
+  assignment; :func:`laece`, :func:`dece`, :func:`tide_breakdown`, :func:`posthoc_calibration` --
+  the field's calibration errors, error breakdown and post-hoc baseline on plain arrays.
 
 Malformed input raises ``ValueError`` naming the entry and the field, e.g.
 ``results[12]: image_id 99 is not in the ground truth``: unknown image or category
@@ -29,14 +35,20 @@ statistics. Every report is plain JSON (floats, ints, ``None``; never NaN).
 
 """
 
+from .assignment import assign_one_to_one
+from .detection_calibration import dece, laece
 from .inputs import ArrayLike, GroundTruth, JsonLike, results_arrays
-from .matching import match_detections
+from .matching import Matches, match_detections, match_pairs
+from .posthoc import posthoc_calibration
 from .report import HISTOGRAM_BINS, consistency_report, consistency_report_from_tensors, score_iou_pairs
 from .statistics import (IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, correlations, inconsistency,
                          inconsistent_detections, nms_ranking)
+from .tide import class_average_precision, tide_breakdown
 
 __all__ = [
-    "ArrayLike", "GroundTruth", "HISTOGRAM_BINS", "IOU_HIGH", "IOU_LOW", "JsonLike", "SCORE_HI", "SCORE_LO",
-    "calibration", "consistency_report", "consistency_report_from_tensors", "correlations", "inconsistency",
-    "inconsistent_detections", "match_detections", "nms_ranking", "results_arrays", "score_iou_pairs",
+    "ArrayLike", "GroundTruth", "HISTOGRAM_BINS", "IOU_HIGH", "IOU_LOW", "JsonLike", "Matches", "SCORE_HI", "SCORE_LO",
+    "assign_one_to_one", "calibration", "class_average_precision", "consistency_report",
+    "consistency_report_from_tensors", "correlations", "dece", "inconsistency", "inconsistent_detections", "laece",
+    "match_detections", "match_pairs", "nms_ranking", "posthoc_calibration", "results_arrays", "score_iou_pairs",
+    "tide_breakdown",
 ]

@@ -36,48 +36,142 @@ Metrics (over the ``n`` non-ignored detections)
   ``ranking_loss`` is the mean gap over those objects, and ``fraction_misranked`` the
   fraction with ``gap > 0.05``: the box NMS keeps is not within 0.05 IoU of the best
   box available. Both ``null`` when no object has a candidate.
+
+The field's metrics (each defined with its formula and source in its module)
+-------------------------------------------------------------------------------
+These use COCO's one-to-one assignment (:mod:`.assignment`): true positives at an IoU
+threshold, each object taken by at most one detection.
+
+* ``laece`` (:mod:`.detection_calibration`; Kuzucu, Oksuz et al., ECCV 2024):
+  ``{"value", "iou_threshold" (0: LaECE_0), "num_bins" (25), "num_classes", "bins"}``;
+  ``bins`` pool every class: ``count``, ``mean_score``, ``mean_target`` (precision x
+  mean IoU of the bin's true positives). ``per_class[name]["laece"]`` per class.
+* ``dece`` (:mod:`.detection_calibration`; Küppers et al., CVPRW 2020, as ``netcal``):
+  ``{"value", "iou_threshold" (0.5), "num_bins" (10), "box_bins" (``null``, or bins per
+  box feature), "num_true_positives", "bins"}`` with ``count``, ``mean_score``,
+  ``precision`` per score bin; ``per_class[name]["dece"]``.
+* ``tide`` (:mod:`.tide`; Bolya et al., ECCV 2020): ``{"pos_threshold", "background_threshold",
+  "ap", "dap": {"cls", "loc", "both", "dupe", "bkg", "miss"}, "dap_special":
+  {"false_positive", "false_negative"}, "counts"}`` (AP units, fractions);
+  ``per_class[name]["tide"] = {"ap", "dap"}``.
+* ``posthoc`` (:mod:`.posthoc`, unless ``posthoc=False``): LaECE and D-ECE of half the
+  images before and after per-class isotonic, Platt and temperature maps fitted on
+  the other half.
+
+Without detections ``laece``/``dece`` values are ``null``; ``tide`` values are
+``null`` only when there is neither an object nor a detection (no objects: AP 0;
+all detections wrong: AP 0 and each error's dAP). No field is ever NaN.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .assignment import assign_one_to_one, score_order
+from .detection_calibration import DECE_BINS, DECE_IOU, LAECE_BINS, LAECE_IOU, box_features, dece, laece
 from .inputs import ArrayLike, GroundTruth, JsonLike, _as_numpy, _tensor_inputs, results_arrays
-from .matching import match_detections
+from .matching import match_detections, match_pairs
+from .posthoc import posthoc_calibration
 from .statistics import IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, correlations, inconsistency, nms_ranking
+from .tide import TIDE_BG, TIDE_POS, tide_breakdown
 
 HISTOGRAM_BINS = 20
 
 
+@dataclass
+class _Inputs:
+    """Detections and ground truth as arrays, images and classes as indices (``0..num_images-1``, in the order
+    of the sorted image ids; ``0..num_classes-1``)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    image: np.ndarray
+    category: np.ndarray
+    gt_boxes: np.ndarray
+    gt_image: np.ndarray
+    gt_category: np.ndarray
+    gt_crowd: np.ndarray
+    num_classes: int
+    image_sizes: Optional[np.ndarray] = None  # [num_images, 2] (width, height), for D-ECE's box bins
+
+
 def _check_settings(score_hi: float, score_lo: float, iou_floor: float, num_bins: int,
-                    iou_low: float, iou_high: float) -> None:
+                    iou_low: float, iou_high: float, laece_bins: int = LAECE_BINS, dece_bins: int = DECE_BINS,
+                    dece_iou: float = DECE_IOU, dece_box_bins: Optional[int] = None) -> None:
     if not (0 <= score_lo <= score_hi <= 1):
         raise ValueError(f"need 0 <= score_lo <= score_hi <= 1, got score_lo={score_lo} score_hi={score_hi}")
     if not (0 <= iou_low <= iou_high <= 1):
         raise ValueError(f"need 0 <= iou_low <= iou_high <= 1, got iou_low={iou_low} iou_high={iou_high}")
     if not (0 <= iou_floor < 1):
         raise ValueError(f"need 0 <= iou_floor < 1, got {iou_floor}")
-    if int(num_bins) != num_bins or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins}")
+    for name, value in (("num_bins", num_bins), ("laece_bins", laece_bins), ("dece_bins", dece_bins)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if dece_box_bins is not None and (int(dece_box_bins) != dece_box_bins or dece_box_bins < 1):
+        raise ValueError(f"dece_box_bins must be a positive integer or None, got {dece_box_bins}")
+    if not (0 < dece_iou <= 1):
+        raise ValueError(f"need 0 < dece_iou <= 1, got {dece_iou}")
 
 
-def _build_report(scores: np.ndarray, iou: np.ndarray, ignored: np.ndarray, category: np.ndarray,
-                  class_keys: Sequence[str], class_ids: Sequence[int], settings: Dict[str, Any]) -> Dict[str, Any]:
+def _field_metrics(x: _Inputs, eligible: np.ndarray, matches, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """``laece``, ``dece``, ``tide`` and ``posthoc`` of the report (see the module docstring), and per class
+    ``{"laece", "dece", "tide"}`` lists aligned with the class indices."""
+    by_score = score_order(x.scores)
+    thresholds = sorted({LAECE_IOU, settings["dece_iou"], TIDE_POS})
+    assigned = dict(zip(thresholds, assign_one_to_one(x.scores, x.image * x.num_classes + x.category, matches,
+                                                      thresholds, eligible, by_score)))
+    keep = np.flatnonzero(eligible)
+    s, c = x.scores[keep], x.category[keep]
+    target = assigned[LAECE_IOU][1][keep]
+    matched = (assigned[settings["dece_iou"]][0][keep] >= 0).astype(np.float64)
+    la = laece(s, target, c, x.num_classes, num_bins=settings["laece_bins"])
+    features, bins = None, settings["dece_bins"]
+    if settings["dece_box_bins"] is not None:
+        if x.image_sizes is None:
+            raise ValueError("dece_box_bins needs the image sizes (width and height of every ground-truth image)")
+        features = box_features(x.boxes[keep], x.image_sizes[x.image[keep]])
+        bins = [settings["dece_bins"]] + [settings["dece_box_bins"]] * 4
+    de = dece(s, matched, features=features, bins=bins, category=c, num_classes=x.num_classes)
+    tide = tide_breakdown(x.scores, x.category, x.image, eligible, matches, assigned[TIDE_POS][0], x.gt_category,
+                          x.gt_image, x.gt_crowd, x.num_classes, by_score=by_score)
+    metrics = {
+        "laece": {"value": la["value"], "iou_threshold": LAECE_IOU, "num_bins": settings["laece_bins"],
+                  "num_classes": la["num_classes"], "bins": la["bins"]},
+        "dece": {"value": de["value"], "iou_threshold": settings["dece_iou"], "num_bins": settings["dece_bins"],
+                 "box_bins": settings["dece_box_bins"], "num_true_positives": int(matched.sum()),
+                 "bins": de["bins"]},
+        "tide": {k: v for k, v in tide.items() if k != "per_class"},
+        "per_class": {"laece": la["per_class"], "dece": de["per_class"], "tide": tide["per_class"]},
+    }
+    if settings["posthoc"]:
+        metrics["posthoc"] = posthoc_calibration(s, target, matched, c, x.image[keep], x.num_classes,
+                                                 laece_bins=settings["laece_bins"], dece_bins=settings["dece_bins"])
+    return metrics
+
+
+def _build_report(x: _Inputs, class_keys: Sequence[str], class_ids: Sequence[int],
+                  settings: Dict[str, Any]) -> Dict[str, Any]:
+    matches = match_pairs(x.boxes, x.image, x.category, x.gt_boxes, x.gt_image, x.gt_category, x.gt_crowd,
+                          across_classes=True)
+    iou, ignored = matches.iou, matches.ignored
     keep = ~ignored
-    s, u, c = scores[keep], iou[keep], category[keep]
+    s, u, c = x.scores[keep], iou[keep], x.category[keep]
     overlap = u > settings["iou_floor"]
+    field = _field_metrics(x, keep, matches, settings)
     per_class: Dict[str, Any] = {}
     present = np.bincount(c, minlength=len(class_keys)) if len(c) else np.zeros(len(class_keys), int)
     for index in np.nonzero(present)[0]:
         mask = c == index
         per_class[class_keys[index]] = {"category_id": int(class_ids[index]), "num_detections": int(present[index]),
-                                        **correlations(s[mask & overlap], u[mask & overlap])}
+                                        **correlations(s[mask & overlap], u[mask & overlap]),
+                                        **{k: v[index] for k, v in field["per_class"].items()}}
     counts, _, _ = np.histogram2d(np.clip(s, 0, 1), np.clip(u, 0, 1), bins=[HISTOGRAM_BINS, HISTOGRAM_BINS],
                                   range=[[0, 1], [0, 1]])
     edges = np.linspace(0, 1, HISTOGRAM_BINS + 1).tolist()
-    return {
+    report = {
         "num_detections": int(len(iou)),
         "num_ignored": int(ignored.sum()),
         "settings": dict(settings),
@@ -90,6 +184,25 @@ def _build_report(scores: np.ndarray, iou: np.ndarray, ignored: np.ndarray, cate
         "max_iou": float(u.max()) if len(u) else None,
         "histogram": {"score_edges": edges, "iou_edges": edges, "counts": counts.astype(int).tolist()},
     }
+    report.update({k: v for k, v in field.items() if k != "per_class"})
+    return report
+
+
+def _settings(score_hi, score_lo, iou_low, iou_high, iou_floor, num_bins, laece_bins, dece_bins, dece_iou,
+              dece_box_bins, posthoc) -> Dict[str, Any]:
+    return {"score_hi": score_hi, "score_lo": score_lo, "iou_low": iou_low, "iou_high": iou_high,
+            "iou_floor": iou_floor, "num_bins": int(num_bins), "laece_bins": int(laece_bins),
+            "dece_bins": int(dece_bins), "dece_iou": dece_iou,
+            "dece_box_bins": None if dece_box_bins is None else int(dece_box_bins), "posthoc": bool(posthoc)}
+
+
+def _image_sizes(truth: GroundTruth) -> Optional[np.ndarray]:
+    """``[num_images, 2]`` (width, height) of the ground truth's images; ``None`` unless every image has both."""
+    sizes = [(truth.images[int(i)].get("width"), truth.images[int(i)].get("height")) for i in truth.image_ids]
+    if not sizes or any(not (isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0)
+                        for w, h in sizes):
+        return None
+    return np.asarray(sizes, dtype=np.float64)
 
 
 def score_iou_pairs(gt: Any, results: JsonLike) -> Dict[str, np.ndarray]:
@@ -114,7 +227,9 @@ def score_iou_pairs(gt: Any, results: JsonLike) -> Dict[str, np.ndarray]:
 
 def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonLike] = None,
                        score_hi: float = SCORE_HI, score_lo: float = SCORE_LO, iou_floor: float = 0.1,
-                       num_bins: int = 10, iou_low: float = IOU_LOW, iou_high: float = IOU_HIGH) -> Dict[str, Any]:
+                       num_bins: int = 10, iou_low: float = IOU_LOW, iou_high: float = IOU_HIGH,
+                       laece_bins: int = LAECE_BINS, dece_bins: int = DECE_BINS, dece_iou: float = DECE_IOU,
+                       dece_box_bins: Optional[int] = None, posthoc: bool = False) -> Dict[str, Any]:
     """The consistency report of COCO ``results`` against the COCO ground truth ``gt``.
 
     Args:
@@ -126,6 +241,10 @@ def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonL
         score_hi, score_lo, iou_low, iou_high: thresholds of ``report["inconsistency"]``.
         iou_floor: correlations use detections with ``IoU > iou_floor``.
         num_bins: score bins of ``report["calibration"]``.
+        laece_bins: score bins of LaECE (25); dece_bins, dece_iou: score bins and true-positive IoU of D-ECE.
+        dece_box_bins: also bin D-ECE over ``cx, cy, w, h`` relative to the image size, this many bins
+            each (needs every image's ``width`` and ``height``).
+        posthoc: add ``report["posthoc"]``, the post-hoc calibration baseline.
 
     Returns:
         A JSON-serialisable dict; see the module docstring for every field.
@@ -133,15 +252,16 @@ def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonL
     Raises:
         ValueError: malformed input, naming the entry and field; FileNotFoundError: a missing file.
     """
-    _check_settings(score_hi, score_lo, iou_floor, num_bins, iou_low, iou_high)
+    _check_settings(score_hi, score_lo, iou_floor, num_bins, iou_low, iou_high, laece_bins, dece_bins, dece_iou,
+                    dece_box_bins)
     truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
     det = results_arrays(results, truth, "results")
-    iou, _, ignored = match_detections(det["boxes"], det["image"], det["category"], truth.boxes, truth.image,
-                                       truth.category, truth.crowd)
-    settings = {"score_hi": score_hi, "score_lo": score_lo, "iou_low": iou_low, "iou_high": iou_high,
-                "iou_floor": iou_floor, "num_bins": int(num_bins)}
-    report = _build_report(det["scores"], iou, ignored, det["category"], truth.class_keys(),
-                           truth.category_ids.tolist(), settings)
+    inputs = _Inputs(det["boxes"], det["scores"], det["image"], det["category"], truth.boxes, truth.image,
+                     truth.category, truth.crowd, len(truth.category_ids),
+                     _image_sizes(truth) if dece_box_bins is not None else None)
+    settings = _settings(score_hi, score_lo, iou_low, iou_high, iou_floor, num_bins, laece_bins, dece_bins, dece_iou,
+                         dece_box_bins, posthoc)
+    report = _build_report(inputs, truth.class_keys(), truth.category_ids.tolist(), settings)
     if candidates is not None:
         cand = results_arrays(candidates, truth, "candidates")
         cand_iou, cand_gt, _ = match_detections(cand["boxes"], cand["image"], cand["category"], truth.boxes,
@@ -156,6 +276,7 @@ def consistency_report_from_tensors(
     *, candidates: Optional[Tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]] = None,
     class_names: Optional[Mapping[int, str]] = None, score_hi: float = SCORE_HI, score_lo: float = SCORE_LO,
     iou_floor: float = 0.1, num_bins: int = 10, iou_low: float = IOU_LOW, iou_high: float = IOU_HIGH,
+    laece_bins: int = LAECE_BINS, dece_bins: int = DECE_BINS, dece_iou: float = DECE_IOU, posthoc: bool = False,
 ) -> Dict[str, Any]:
     """:func:`consistency_report` of flat tensors (torch, any device, or numpy), boxes ``xyxy``.
 
@@ -168,23 +289,28 @@ def consistency_report_from_tensors(
         class_names: ``label -> name`` for the ``per_class`` keys (default ``str(label)``).
 
     Returns:
-        The same JSON-serialisable report as :func:`consistency_report`.
+        The same JSON-serialisable report as :func:`consistency_report` (no D-ECE box bins: the
+        image sizes are unknown; images are those with a detection or an object).
     """
-    _check_settings(score_hi, score_lo, iou_floor, num_bins, iou_low, iou_high)
+    _check_settings(score_hi, score_lo, iou_floor, num_bins, iou_low, iou_high, laece_bins, dece_bins, dece_iou)
     boxes, scores, labels, images = _tensor_inputs(det_boxes, det_scores, det_labels, det_image_ids, "det")
     g_boxes, _, g_labels, g_images = _tensor_inputs(gt_boxes, None, gt_labels, gt_image_ids, "gt")
     crowd = np.zeros(len(g_boxes), bool) if gt_iscrowd is None else _as_numpy(gt_iscrowd).astype(bool).ravel()
     if len(crowd) != len(g_boxes):
         raise ValueError(f"gt_iscrowd: {len(crowd)} entries for {len(g_boxes)} boxes")
-    iou, _, ignored = match_detections(boxes, images, labels, g_boxes, g_images, g_labels, crowd)
-    known, category = np.unique(labels, return_inverse=True)
+    known, category = np.unique(np.concatenate([labels, g_labels]), return_inverse=True)
+    _, image = np.unique(np.concatenate([images, g_images]), return_inverse=True)
+    category, image = category.ravel().astype(np.int64), image.ravel().astype(np.int64)
     names = dict(class_names or {})
     keys = [str(names.get(int(k), int(k))) for k in known]
     if len(set(keys)) != len(keys):
         keys = [f"{k} ({int(c)})" for k, c in zip(keys, known)]
-    settings = {"score_hi": score_hi, "score_lo": score_lo, "iou_low": iou_low, "iou_high": iou_high,
-                "iou_floor": iou_floor, "num_bins": int(num_bins)}
-    report = _build_report(scores, iou, ignored, category.ravel().astype(np.int64), keys, known.tolist(), settings)
+    num = len(boxes)
+    inputs = _Inputs(boxes, scores, image[:num], category[:num], g_boxes, image[num:], category[num:], crowd,
+                     len(known))
+    settings = _settings(score_hi, score_lo, iou_low, iou_high, iou_floor, num_bins, laece_bins, dece_bins, dece_iou,
+                         None, posthoc)
+    report = _build_report(inputs, keys, known.tolist(), settings)
     if candidates is not None:
         if len(candidates) != 4:
             raise ValueError("candidates: expected (boxes, scores, labels, image_ids)")
