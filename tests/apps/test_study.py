@@ -162,11 +162,17 @@ def test_the_converged_studies_expand_to_valid_runs():
     assert runs["fcos-standard_posweight-s0"].config["model"]["loss_options"] == {"positive_weight": 1.9}
     assert all(r.config["train"]["max_iters"] == 2000 and r.config["eval"]["every"] == 250 for r in runs.values())
     cpu = {run.name: run for run in load_study(ROOT / "configs" / "studies" / "scenes_converged_cpu.yaml").runs}
-    assert len(cpu) == 27 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
+    assert len(cpu) == 36 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
+    ablation = {name: run for name, run in cpu.items() if name not in runs}  # the CPU half's ablation runs
+    assert sorted(ablation) == sorted(["fcos-harmonic-s0", "fcos-harmonic-s1", "fcos-harmonic-s2",
+                                       "fcos-harmonic_iou-s0", "fcos-harmonic_iou-s1", "fcos-harmonic_iou-s2",
+                                       "fcos-harmonic_iou_g0-s0", "faster_rcnn-harmonic-s0",
+                                       "faster_rcnn-harmonic_iou-s0"])
+    assert ablation["fcos-harmonic_iou_g0-s0"].config["model"]["loss_options"] == {"gamma": 0}
     assert cpu["faster_rcnn-standard_posweight-s2"].config["model"]["loss_options"] == {"positive_weight": 1.72}
     # the CPU half differs from the GPU study only in the device, the loader workers, where it is written and
     # Faster R-CNN's control weight c (measured by the CPU half's own harmonicdet run)
-    for name, run in cpu.items():
+    for name, run in ((name, run) for name, run in cpu.items() if name not in ablation):
         differing = {(section, key) for section in ("model", "data", "train", "eval")
                      for key in run.config[section] if run.config[section][key] != runs[name].config[section][key]}
         own_c = {("model", "loss_options")} if name.startswith("faster_rcnn-standard_posweight") else set()
