@@ -10,13 +10,15 @@ and evaluation wrote into each run folder; it never imports the engine.
      "runs": [{"name", "arch", "variant", "seed", "dir",
                "metrics": {"AP", "AP50", "AP75", "APs", "APm", "APl"},
                "consistency": {"spearman", "pearson"},
+               "calibration": {"laece", "laece_isotonic", "dece", "dece_isotonic",  # with the ground truth
+                               "tide_ap50", "dap_cls", "dap_loc", "dap_both", "dap_dupe", "dap_bkg", "dap_miss"},
                "train_s": float | null, "iterations": int, "step_s": float,
                "late_stats": {"beta_c", "beta_r", "reversed_frac", "pos_p3", ...},  # means, last 10%
                "run_stats": {"reversed_frac", "reversed_frac_max"},         # whole run; {} if not logged
                "history": [{"iteration", "AP", "AP50", "AP75", "spearman"}],   # eval_history.jsonl
                "commits": [str], "device_name": str | null}],                 # provenance.json
      "groups": [{"arch", "variant", "seeds": [int],
-                 "mean": {metric: float}, "std": {metric: float | null},   # metrics + "spearman"
+                 "mean": {metric: float}, "std": {metric: float | null},   # metrics, "spearman", calibration
                  "delta": {metric: {"mean", "std", "seeds"}} | null,       # paired by seed, vs baseline
                  "bootstrap": {"AP" | "AP50" | "AP75": {"delta", "low", "high", "std"}} | null,
                  "convergence": {"iterations": [int], "AP_mean": [float], "AP_std": [float | null],
@@ -36,6 +38,13 @@ evaluated iteration at which the variant's mean AP reaches it (``null``: never).
 arch and seed (same initial weights and data order) and gives the mean and spread
 of those differences; ``bootstrap`` is the paired bootstrap over validation images
 of :mod:`harmonicdet.analysis.paired_bootstrap` over the same pairs.
+
+``calibration`` is computed from each run's ``results.json`` and the ground truth by
+:func:`harmonicdet.analysis.consistency.consistency_report` (whose docstring and
+``docs/consistency.md`` define every metric): LaECE and D-ECE of all the run's
+detections, the same on half the images after a per-class isotonic map fitted on the
+other half (``*_isotonic``), TIDE's AP50 and the dAP50 of each error type. It is
+``{}`` (``n/a`` in the tables) without the ground truth or the results.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from harmonicdet.analysis.consistency import GroundTruth, consistency_report
 from harmonicdet.analysis.consistency_plots import plot_consistency_comparison
 from harmonicdet.analysis.figures import plot_loss_curves
 from harmonicdet.analysis.plotting import new_figure, save_figure
@@ -54,7 +64,9 @@ from harmonicdet.analysis.paired_bootstrap import match_per_image, paired_bootst
 from harmonicdet.io import read_jsonl, read_text, write_json_atomic, write_text_atomic
 from harmonicdet.tables import format_value, markdown_grid
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman")
+CALIBRATION_METRICS = ("laece", "laece_isotonic", "dece", "dece_isotonic", "tide_ap50", "dap_cls", "dap_loc",
+                       "dap_both", "dap_dupe", "dap_bkg", "dap_miss")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman") + CALIBRATION_METRICS
 _TABLE_METRICS = ("AP", "AP50", "AP75", "spearman")
 _LATE_FRACTION = 0.1
 _LATE_KEYS = ("beta_c", "beta_r", "reversed_frac")
@@ -78,13 +90,27 @@ def _training_stats(metrics_path: Path) -> Dict[str, Any]:
                           if reversed_frac else {})}
 
 
-def collect_run(run: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def run_consistency(directory: Path, truth: GroundTruth) -> Dict[str, Any]:
+    """The consistency report, with the post-hoc baseline, of a run folder's ``results.json`` (or ``.gz``)."""
+    return consistency_report(truth, json.loads(read_text(Path(directory) / "results.json")), posthoc=True)
+
+
+def calibration_record(report: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    """The study's calibration numbers (:data:`CALIBRATION_METRICS`) of a consistency report with ``posthoc``."""
+    return {"laece": report["laece"]["value"], "laece_isotonic": report["posthoc"]["laece"]["isotonic"],
+            "dece": report["dece"]["value"], "dece_isotonic": report["posthoc"]["dece"]["isotonic"],
+            "tide_ap50": report["tide"]["ap"], **{f"dap_{k}": v for k, v in report["tide"]["dap"].items()}}
+
+
+def collect_run(run: Mapping[str, Any], truth: Optional[GroundTruth] = None) -> Optional[Dict[str, Any]]:
     """The summary record of a finished run (``{"name", "arch", "variant", "seed", "dir"}``); ``None`` before
-    its ``eval.json`` exists."""
+    its ``eval.json`` exists. With the ground ``truth``, its ``calibration`` numbers too."""
     directory = Path(run["dir"])
     eval_path = directory / "eval.json"
     if not eval_path.is_file():
         return None
+    has_results = (directory / "results.json").is_file() or (directory / "results.json.gz").is_file()
+    calibration = calibration_record(run_consistency(directory, truth)) if truth is not None and has_results else {}
     report = json.loads(eval_path.read_text(encoding="utf-8"))
     timing = directory / "study_timing.json"
     provenance = directory / "provenance.json"
@@ -95,7 +121,7 @@ def collect_run(run: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
                          else [])]
     return {"name": run["name"], "arch": run["arch"], "variant": run["variant"], "seed": int(run["seed"]),
             "dir": str(directory), "metrics": report["metrics"],
-            "consistency": {k: overall.get(k) for k in ("spearman", "pearson")},
+            "consistency": {k: overall.get(k) for k in ("spearman", "pearson")}, "calibration": calibration,
             "train_s": json.loads(timing.read_text())["train_s"] if timing.is_file() else None,
             **_training_stats(directory / "metrics.jsonl"), "history": history,
             "commits": sorted({str(s["commit"]) for s in sittings}),
@@ -136,7 +162,10 @@ def iterations_to_target(iterations: Sequence[int], means: Sequence[float], targ
 
 
 def _value(record: Mapping[str, Any], metric: str) -> Optional[float]:
-    value = record["consistency"][metric] if metric in ("spearman", "pearson") else record["metrics"][metric]
+    if metric in CALIBRATION_METRICS:
+        value = record.get("calibration", {}).get(metric)
+    else:
+        value = record["consistency"][metric] if metric in ("spearman", "pearson") else record["metrics"][metric]
     return None if value is None else float(value)
 
 
@@ -224,6 +253,16 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
         cells += [format_value(delta[m]["mean"], delta[m]["std"], True) if delta else "—" for m in ("AP75", "spearman")]
         cells.append(factors)
         rows.append(cells)
+    return markdown_grid(header, rows)
+
+
+def calibration_table(summary: Mapping[str, Any]) -> str:
+    """Per (arch, variant), mean ± std over seeds: LaECE and D-ECE, the same after the post-hoc isotonic map (on
+    the held-out half of the images), TIDE's AP50 and the dAP50 each error type costs (``docs/consistency.md``)."""
+    header = ("arch", "variant", "LaECE", "LaECE isotonic", "D-ECE", "D-ECE isotonic", "AP50 (TIDE)",
+              "dAP cls", "dAP loc", "dAP both", "dAP dupe", "dAP bkg", "dAP miss")
+    rows = [[g["arch"], g["variant"]] + [format_value(g["mean"][m], g["std"][m]) for m in CALIBRATION_METRICS]
+            for g in summary["groups"]]
     return markdown_grid(header, rows)
 
 
@@ -317,7 +356,8 @@ def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
         runs: ``{"name", "arch", "variant", "seed", "dir"}`` of every run of the study, finished or not.
         ground_truth: the COCO ground-truth dict of the validation set (``None`` when no run is finished).
     """
-    records = [r for r in (collect_run(run) for run in runs) if r is not None]
+    truth = GroundTruth(ground_truth) if ground_truth is not None else None
+    records = [r for r in (collect_run(run, truth) for run in runs) if r is not None]
     summary = summarise(study, records, ground_truth)
     out = Path(study["report_dir"])
     plots = out / "plots"
@@ -336,12 +376,15 @@ def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
             others = sorted((v for v in first if v != study["baseline"]), key=lambda v: v != "harmonicdet")
             compared = [study["baseline"], others[0]] if study["baseline"] in first and others else []
             if compared:
-                reports = [json.loads((Path(first[v]["dir"]) / "eval.json").read_text())["consistency"]
+                reports = [run_consistency(Path(first[v]["dir"]), truth) if truth is not None else
+                           json.loads((Path(first[v]["dir"]) / "eval.json").read_text())["consistency"]
                            for v in compared]
                 path = plot_consistency_comparison(reports, compared, plots / arch)[0]
                 summary["plots"].append(str(path))
     write_json_atomic(summary, out / "summary.json")
-    sections = [f"# Study {summary['study']}", markdown_table(summary), "## Convergence", convergence_table(summary)]
+    sections = [f"# Study {summary['study']}", markdown_table(summary),
+                "## Calibration and detection errors (docs/consistency.md)", calibration_table(summary),
+                "## Convergence", convergence_table(summary)]
     if len(summary["commits"]) > 1:
         sections += ["## Runs trained with different commits",
                      "\n".join(f"- `{c}`: {', '.join(names)}" for c, names in sorted(summary["commits"].items()))]

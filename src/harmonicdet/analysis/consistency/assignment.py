@@ -45,7 +45,8 @@ def score_order(scores: np.ndarray) -> np.ndarray:
 
 
 def assign_one_to_one(scores: np.ndarray, group: np.ndarray, matches: Matches, thresholds: Sequence[float],
-                      eligible: np.ndarray, by_score: Optional[np.ndarray] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
+                      eligible: np.ndarray,
+                      by_score: Optional[np.ndarray] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
     """The greedy one-to-one assignment at each of ``thresholds`` (see the module docstring).
 
     Args:

@@ -76,7 +76,7 @@ from .inputs import ArrayLike, GroundTruth, JsonLike, _as_numpy, _tensor_inputs,
 from .matching import match_detections, match_pairs
 from .posthoc import posthoc_calibration
 from .statistics import IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, correlations, inconsistency, nms_ranking
-from .tide import TIDE_BG, TIDE_POS, tide_breakdown
+from .tide import TIDE_POS, tide_breakdown
 
 HISTOGRAM_BINS = 20
 
