@@ -353,3 +353,25 @@ def test_tensor_report_has_the_same_field_metrics():
     for key in ("laece", "dece", "tide", "posthoc"):
         assert from_tensors[key] == from_json[key], key
     assert from_tensors["per_class"]["a"]["tide"] == from_json["per_class"]["a"]["tide"]
+
+
+def test_cli_writes_and_prints_the_field_metrics(tmp_path, capsys):
+    from harmonicdet.cli import main
+
+    (tmp_path / "gt.json").write_text(json.dumps(GT))
+    (tmp_path / "dt.json").write_text(json.dumps(DETS))
+    out = tmp_path / "out"
+    assert main(["consistency", "--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--out",
+                 str(out), "--per-class", "--dece-box-bins", "3"]) == 0
+    report = json.loads((out / "consistency.json").read_text())["dt"]
+    assert report["laece"]["value"] == pytest.approx(FIVEAI_LAECE_0)
+    assert report["dece"]["box_bins"] == 3 and report["settings"]["posthoc"] is True
+    assert set(report["posthoc"]["laece"]) == {"uncalibrated", "isotonic", "platt", "temperature"}
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "LaECE" in line)
+    assert header.split()[:4] == ["label", "class", "LaECE", "D-ECE"]
+    rows = {line.split()[1]: line.split() for line in lines if line.startswith("dt ")}
+    assert rows["all"][2] == f"{FIVEAI_LAECE_0:.3f}" and rows["a"][2] == f"{report['per_class']['a']['laece']:.3f}"
+    assert main(["consistency", "--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--out",
+                 str(out), "--no-posthoc"]) == 0
+    assert "posthoc" not in json.loads((out / "consistency.json").read_text())["dt"]

@@ -28,6 +28,25 @@ def why_not_available(report: dict) -> str:
     return "; ".join(reasons)
 
 
+def print_field_metrics(reports: dict, per_class: bool = False) -> None:
+    """The field's metrics of each report (docs/consistency.md): LaECE, D-ECE, their values after the post-hoc
+    isotonic map when computed, TIDE's AP50 and dAP50 per error type; with ``per_class``, a line per class too."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    types = ("cls", "loc", "both", "dupe", "bkg", "miss")
+    print(f"{'label':<16} {'class':<12} {'LaECE':>6} {'D-ECE':>6} {'iso.La':>6} {'iso.D':>6} {'AP50':>6} "
+          + " ".join(f"{'d' + k:>6}" for k in types))
+    for label, r in reports.items():
+        posthoc = r.get("posthoc", {})
+        rows = [("all", r["laece"]["value"], r["dece"]["value"], posthoc.get("laece", {}).get("isotonic"),
+                 posthoc.get("dece", {}).get("isotonic"), r["tide"]["ap"], r["tide"]["dap"])]
+        if per_class:
+            rows += [(name, c["laece"], c["dece"], None, None, (c["tide"] or {}).get("ap"),
+                      (c["tide"] or {}).get("dap", {})) for name, c in r["per_class"].items()]
+        for name, la, de, iso_la, iso_de, ap, dap in rows:
+            print(f"{label:<16} {name[:12]:<12} {fmt(la):>6} {fmt(de):>6} {fmt(iso_la):>6} {fmt(iso_de):>6} "
+                  f"{fmt(ap):>6} " + " ".join(f"{fmt(dap.get(k)):>6}" for k in types))
+
+
 def _run(args: argparse.Namespace) -> int:
     from harmonicdet.analysis.consistency import GroundTruth, consistency_report
     from harmonicdet.analysis.consistency_plots import plot_consistency, plot_consistency_comparison
@@ -47,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         reports[label] = consistency_report(
             truth, dt, candidates=args.candidates[i] if args.candidates else None, score_hi=args.score_hi,
             score_lo=args.score_lo, iou_floor=args.iou_floor, num_bins=args.bins, iou_low=args.iou_low,
-            iou_high=args.iou_high)
+            iou_high=args.iou_high, laece_bins=args.laece_bins, dece_bins=args.dece_bins, dece_iou=args.dece_iou,
+            dece_box_bins=args.dece_box_bins, posthoc=not args.no_posthoc)
     out = Path(args.out)
     with folder.replace() as staging:
         write_json_atomic(reports, staging / "consistency.json")
@@ -64,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
               f"{fmt(r['overall']['pearson']):>8} {fmt(r['inconsistency']['high_score_low_iou']):>10} "
               f"{fmt(r['inconsistency']['low_score_high_iou']):>10} "
               f"{fmt(r['calibration']['expected_calibration_gap']):>8} {fmt(nms):>9}")
+    print_field_metrics(reports, per_class=args.per_class)
     for label, r in reports.items():
         why = why_not_available(r)
         if why:
@@ -76,7 +97,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("consistency", help="score-IoU consistency of COCO detection results",
                               description="Pair every detection's score with its IoU to the best-matching "
                               "object and report correlations, inconsistency rates, calibration and (with "
-                              "pre-NMS candidates) the NMS ranking loss. Writes consistency.json (one report per --dt, keyed "
+                              "pre-NMS candidates) the NMS ranking loss; and the field's metrics on COCO's one-to-one "
+                              "matching: LaECE, D-ECE, TIDE's error breakdown and a post-hoc calibration baseline "
+                              "(docs/consistency.md). Writes consistency.json (one report per --dt, keyed "
                               "by label), consistency_LABEL.png per --dt and, with two or more, "
                               "consistency_comparison.png into --out; prints a summary table.")
     p.add_argument("--gt", required=True, help="COCO ground-truth JSON (instances file)")
@@ -91,4 +114,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--iou-high", type=float, default=0.75, help="IoU from which a box is well localised (0.75)")
     p.add_argument("--iou-floor", type=float, default=0.1, help="IoU above which a detection overlaps an object")
     p.add_argument("--bins", type=int, default=10, help="score bins of the calibration curve")
+    p.add_argument("--laece-bins", type=int, default=25, help="score bins of LaECE (default 25)")
+    p.add_argument("--dece-bins", type=int, default=10, help="score bins of D-ECE (default 10)")
+    p.add_argument("--dece-iou", type=float, default=0.5, help="IoU of a D-ECE true positive (default 0.5)")
+    p.add_argument("--dece-box-bins", type=int, default=None,
+                   help="also bin D-ECE over box centre and size relative to the image, N bins each (default: off)")
+    p.add_argument("--no-posthoc", action="store_true",
+                   help="skip the post-hoc calibration baseline (isotonic, Platt, temperature on half the images)")
+    p.add_argument("--per-class", action="store_true", help="also print LaECE, D-ECE and TIDE per class")
     p.set_defaults(func=_run)
