@@ -6,11 +6,13 @@
 ``pre_nms_candidates(model)`` switches NMS off for the consistency analysis.
 """
 
+from harmonicdet.losses.options import HarmonicOptions, QFLOptions
+
 from .backbones import BACKBONES, fpn_backbone
 from .candidates import pre_nms_candidates
 from .factory import ARCHS, build_detector
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
-from .presets import PRESETS, QFL_ARCHS, HarmonicOptions, QFLOptions, harmonic_options
+from .presets import PRESETS, QFL_ARCHS, harmonic_options
 from .pretrained import NAMED_WEIGHTS, load_pretrained, named_weights_path
 from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet, ssdlite320_mobilenet_v3_large
@@ -57,10 +57,11 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 
 from harmonicdet.checks import check_finite_number, is_finite_number, is_int
+from harmonicdet.losses.options import QFLOptions
 
 from .backbones import BACKBONES, fpn_backbone
 from .fcos import HarmonicFCOSHead, StandardFCOSHead
-from .presets import QFL_ARCHS, QFLOptions, harmonic_options
+from .presets import QFL_ARCHS, LossOptions, harmonic_options
 from .pretrained import load_pretrained
 from .qfl import QFLFCOS, QFLFCOSHead, QFLRetinaNetHead
 from .rcnn import HarmonicRoIHeads
@@ -130,7 +131,7 @@ def _head(options, classes: Tuple[type, type, type], *args: Any) -> nn.Module:
 
 def _check_arguments(arch: str, num_classes: int, backbone: Optional[str], image_size: int,
                      fpn_channels: Optional[int], fcos_anchor_sizes: Optional[Sequence[float]],
-                     center_sampling_radius: Optional[float], loss: str) -> Tuple[str, Tuple, float]:
+                     center_sampling_radius: Optional[float], qfl: bool) -> Tuple[str, Tuple, float]:
     """The checks of :func:`build_detector`'s arguments that do not depend on the loss options; returns the
     backbone, the FCOS anchor sizes and centre-sampling radius, defaults filled in."""
     if arch not in ARCHS:
@@ -155,7 +156,7 @@ def _check_arguments(arch: str, num_classes: int, backbone: Optional[str], image
     fcos_sizes = _fcos_anchor_sizes(fcos_anchor_sizes)
     radius = FCOS_CENTER_SAMPLING_RADIUS if center_sampling_radius is None \
         else check_finite_number(center_sampling_radius, "center_sampling_radius", above=0)
-    if loss == "qfl" and arch not in QFL_ARCHS:
+    if qfl and arch not in QFL_ARCHS:
         raise ValueError(f"loss='qfl' is implemented for arch {QFL_ARCHS}, not {arch!r}")
     return backbone, fcos_sizes, radius
 
@@ -226,7 +227,8 @@ _BUILDERS = {"ssd": _build_ssd, "fcos": _build_fcos, "retinanet": _build_retinan
              "mask_rcnn": _build_rcnn}
 
 
-def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backbone: Optional[str] = None,
+def build_detector(arch: str, num_classes: int, *, loss: Union[str, LossOptions] = "standard",
+                   backbone: Optional[str] = None,
                    image_size: int = 128, pretrained: Optional[str] = None, fpn_channels: Optional[int] = None,
                    trainable_backbone_layers: Optional[int] = None,
                    fcos_anchor_sizes: Optional[Sequence[float]] = None, center_sampling_radius: Optional[float] = None,
@@ -243,8 +245,11 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
     Args:
         arch: ``faster_rcnn`` | ``mask_rcnn`` | ``retinanet`` | ``fcos`` | ``ssd`` (SSDlite).
         num_classes: classes including background (torchvision's convention, e.g. 11 for 10 classes).
-        loss: ``standard`` | ``harmonic`` | ``harmonic_iou`` | ``harmonicdet`` |
-            ``standard_posweight`` | ``qfl`` (``fcos`` and ``retinanet`` only).
+        loss: a preset, ``standard`` | ``harmonic`` | ``harmonic_iou`` | ``harmonicdet`` |
+            ``standard_posweight`` | ``qfl`` (``fcos`` and ``retinanet`` only), with
+            ``**loss_options`` its overrides; or the options object itself
+            (:class:`~harmonicdet.losses.HarmonicOptions`, :class:`~harmonicdet.losses.QFLOptions`, or
+            ``None`` for ``standard``), already validated, as a run config's ``build_model`` passes it.
         backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``mobilenet_v2`` |
             ``mobilenet_v3_large``, with a five-level FPN; default ``resnet18``. ``ssd`` is
             SSDlite with (and defaults to) ``mobilenet_v3_large``.
@@ -279,10 +284,15 @@ def build_detector(arch: str, num_classes: int, *, loss: str = "standard", backb
                         ("trainable_backbone_layers", trainable_backbone_layers)):
         if value is not None and not is_int(value):  # e.g. "64" from a config: refused by name, not a TypeError
             raise ValueError(f"{name} must be an integer, got {value!r}")
-    backbone, fcos_sizes, radius = _check_arguments(arch, num_classes, backbone, image_size, fpn_channels,
-                                                    fcos_anchor_sizes, center_sampling_radius, loss)
-    options = harmonic_options(loss, loss_options)
+    if isinstance(loss, str):
+        options = harmonic_options(loss, loss_options)
+    elif loss_options:
+        raise ValueError(f"loss is an options object; give its values there, not as {sorted(loss_options)}")
+    else:
+        options = loss
     qfl = isinstance(options, QFLOptions)
+    backbone, fcos_sizes, radius = _check_arguments(arch, num_classes, backbone, image_size, fpn_channels,
+                                                    fcos_anchor_sizes, center_sampling_radius, qfl)
     extra = _detector_kwargs(arch, qfl, detector_kwargs)
     if trainable_backbone_layers is None and pretrained is not None:
         trainable_backbone_layers = 3
