@@ -1,6 +1,71 @@
 """Fixtures shared by the test modules."""
 
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
 import pytest
+
+
+def _write_idx(path, array, magic=None) -> None:
+    """``array`` as a gzipped IDX file of unsigned bytes; ``magic`` (4 bytes) replaces the header's magic number.
+    The gzip header's time is 0, so equal arrays give equal bytes (and an equal Fashion-MNIST fingerprint)."""
+    header = (magic or struct.pack(">BBBB", 0, 0, 8, array.ndim)) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def write_idx():
+    """``write_idx(path, array, magic=None)``: writes ``array`` as a gzipped IDX file (Fashion-MNIST's format)."""
+    return _write_idx
+
+
+def _write_fashion_mnist_stand_in(folder, per_split: int = 300) -> None:
+    """Fashion-MNIST's four files with ``per_split`` made-up 28x28 items per split, every label 0-9 equally often.
+
+    Item of label k: a filled ellipse, half-height 3 + k and half-width 12 - k px (so the classes differ in shape),
+    its centre jittered by up to 2 px, random grey levels 96-255 inside and black outside (so the scenes' mask, the
+    pixels above 10% grey, is the ellipse). Deterministic: seeded numpy.
+    """
+    from harmonicdet.data.fashion_mnist import FILES
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28]
+    for images_name, labels_name in FILES.values():
+        labels = rng.permutation(np.arange(per_split) % 10)
+        images = np.zeros((per_split, 28, 28), dtype=np.uint8)
+        for image, label in zip(images, labels):
+            cy, cx = 13.5 + rng.integers(-2, 3, size=2)
+            inside = ((yy - cy) / (3 + label)) ** 2 + ((xx - cx) / (12 - label)) ** 2 <= 1
+            image[inside] = rng.integers(96, 256, size=int(inside.sum()))
+        _write_idx(Path(folder) / images_name, images)
+        _write_idx(Path(folder) / labels_name, labels)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fashion_mnist(tmp_path_factory):
+    """The Fashion-MNIST folder of the session: the real files where :func:`~harmonicdet.data.find_fashion_mnist`
+    finds them (``$HARMONICDET_FASHION_MNIST``, Debian's ``dataset-fashion-mnist``), else a small stand-in
+    written to a temporary folder and named in ``$HARMONICDET_FASHION_MNIST`` for the session (subprocesses too)."""
+    from harmonicdet.data.fashion_mnist import ENV_VAR, find_fashion_mnist
+
+    try:
+        found = find_fashion_mnist()
+    except FileNotFoundError:
+        if os.environ.get(ENV_VAR):
+            raise  # a folder named explicitly but incomplete is the caller's mistake, not a reason to make data up
+        found = None
+    if found is not None:
+        yield found
+        return
+    folder = tmp_path_factory.mktemp("fashion_mnist_stand_in")
+    _write_fashion_mnist_stand_in(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_VAR, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +93,7 @@ def _tiny_config(scenes, out, **overrides) -> dict:
     return load_config(base=base, overrides=[f"{k}={v}" for k, v in overrides.items()])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     """``tiny_config(scenes, out, **overrides)``: a few-iteration CPU training config on the test scenes."""
     return _tiny_config

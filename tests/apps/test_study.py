@@ -15,20 +15,19 @@ import torch
 import yaml
 
 from harmonicdet.apps import study as study_module
-from harmonicdet.data import scenes_paths
 from harmonicdet.apps.study import load_study, round_figures, run_state, run_study
 from harmonicdet.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_study(tmp_path: Path, scenes: Path, runs, *, max_iters: int = 2, **extra) -> Path:
-    config = {
-        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 128, "options": {"fpn_channels": 64}},
-        "data": {"train": scenes_paths(scenes, "train"), "val": scenes_paths(scenes, "val")},
-        "train": {"batch_size": 4, "warmup_iters": 0, "log_every": 1, "device": "cpu"},
-        "eval": {"batch_size": 8},
-    }
+@pytest.fixture
+def arch_config(scenes, tmp_path, tiny_config):
+    """The shared tiny config with 64 FPN channels: the study's one arch (the study sets output_dir and max_iters)."""
+    return tiny_config(scenes, tmp_path / "unused", **{"model.options": "{fpn_channels: 64}"})
+
+
+def write_study(tmp_path: Path, config: dict, runs, *, max_iters: int = 2, **extra) -> Path:
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     spec = {"name": "tiny", "output_dir": str(tmp_path / "out"), "report_dir": str(tmp_path / "report"),
             "bootstrap": {"samples": 20, "seed": 0}, "set": [f"train.max_iters={max_iters}"],
@@ -38,8 +37,8 @@ def write_study(tmp_path: Path, scenes: Path, runs, *, max_iters: int = 2, **ext
     return path
 
 
-def test_study_expands_groups_and_names_bad_fields(tmp_path, scenes):
-    path = write_study(tmp_path, scenes, [
+def test_study_expands_groups_and_names_bad_fields(tmp_path, arch_config):
+    path = write_study(tmp_path, arch_config, [
         {"variant": "standard", "arch": "fcos", "seeds": [0, 1]},
         {"variant": "harmonic_iou_g0", "loss": "harmonic_iou", "arch": ["fcos"], "set": ["model.loss_options={gamma: 0}"]},
     ])
@@ -58,13 +57,13 @@ def test_study_expands_groups_and_names_bad_fields(tmp_path, scenes):
         ([{"arch": "fcos"}], "needs 'variant' and 'arch'"),
     ]:
         with pytest.raises(ValueError, match=message):
-            load_study(write_study(tmp_path, scenes, runs))
+            load_study(write_study(tmp_path, arch_config, runs))
 
 
 @pytest.mark.slow
-def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, scenes, monkeypatch, capsys):
+def test_tiny_study_runs_end_to_end_then_skips_finished_runs(tmp_path, arch_config, monkeypatch, capsys):
     # a low score threshold, so the runs have detections and the AP comparison is not of two empty results
-    path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"},
+    path = write_study(tmp_path, arch_config, [{"variant": "standard", "arch": "fcos"},
                                           {"variant": "harmonicdet", "arch": "fcos"}],
                        max_iters=3, set=["train.max_iters=3", "eval.every=1", "eval.subset=4",
                                          "model.options={fpn_channels: 64, detector_kwargs: {score_thresh: 0.01}}"])
@@ -180,8 +179,8 @@ def test_the_converged_studies_expand_to_valid_runs():
 
 
 @pytest.mark.parametrize("folder", ["directory", "record"])
-def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes, folder):
-    path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}])
+def test_a_run_made_with_other_settings_is_refused(tmp_path, arch_config, folder):
+    path = write_study(tmp_path, arch_config, [{"variant": "standard", "arch": "fcos"}])
     run = load_study(path).runs[0]
     getattr(run, folder).mkdir(parents=True)
     (getattr(run, folder) / "config.yaml").write_text("seed: 5\n")
@@ -190,8 +189,8 @@ def test_a_run_made_with_other_settings_is_refused(tmp_path, scenes, folder):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_instead_of_restarting(tmp_path, scenes):
-    path = write_study(tmp_path, scenes, [{"variant": "standard", "arch": "fcos"}], max_iters=8,
+def test_an_interrupted_run_resumes_instead_of_restarting(tmp_path, arch_config):
+    path = write_study(tmp_path, arch_config, [{"variant": "standard", "arch": "fcos"}], max_iters=8,
                        set=["train.max_iters=8", "train.checkpoint_every=2"])
     run_dir = tmp_path / "out" / "runs" / "fcos-standard-s0"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))

@@ -28,18 +28,9 @@ def assert_refused(code, err, *named):
         assert name in lines[0], (name, lines[0])
 
 
-def tiny(scenes, out, **sections):
-    config = {
-        "output_dir": str(out),
-        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 64, "options": {"fpn_channels": 64}},
-        "data": {"train": scenes_paths(scenes, "train"), "val": scenes_paths(scenes, "val")},
-        "train": {"batch_size": 2, "max_iters": 2, "warmup_iters": 0, "log_every": 1, "device": "cpu",
-                  "checkpoint_every": 1},
-        "eval": {"batch_size": 8},
-    }
-    for key, value in sections.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    return config
+# the shared tiny config, smaller still and checkpointed every iteration: these runs are refused or interrupted
+SMALL = {"model.image_size": 64, "model.options": "{fpn_channels: 64}", "train.batch_size": 2, "train.max_iters": 2,
+         "train.checkpoint_every": 1}
 
 
 def write_config(path: Path, config) -> Path:
@@ -73,8 +64,9 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize("override,field", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
-def test_train_refuses_a_bad_config_value_naming_the_field(scenes, tmp_path, capsys, override, field):
-    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", model={"loss": "harmonicdet"}))
+def test_train_refuses_a_bad_config_value_naming_the_field(scenes, tmp_path, capsys, override, field, tiny_config):
+    config = write_config(tmp_path / "c.yaml",
+                          tiny_config(scenes, tmp_path / "run", **SMALL | {"model.loss": "harmonicdet"}))
     code, err = run_cli(capsys, "train", config, "--quiet", "--set", override)
     assert_refused(code, err, field)
     assert not (tmp_path / "run").exists()
@@ -107,12 +99,12 @@ def test_config_schema_covers_every_default_and_keeps_the_dict_shape(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(scenes, tmp_path_factory):
+def trained(scenes, tmp_path_factory, tiny_config):
     """A 2-iteration FCOS run (checkpoint every iteration) and the config file it was trained from."""
     from harmonicdet.engine.train import train
 
     root = tmp_path_factory.mktemp("trained")
-    config_path = write_config(root / "c.yaml", tiny(scenes, root / "run"))
+    config_path = write_config(root / "c.yaml", tiny_config(scenes, root / "run", **SMALL))
     train(load_config(config_path), show_progress=False)
     return root
 
@@ -229,7 +221,7 @@ def test_model_final_carries_the_config_and_a_bare_state_dict_still_loads(run_co
 
 
 def test_ctrl_c_during_a_checkpoint_save_is_one_line_and_leaves_no_temporary_file(scenes, tmp_path, capsys,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, tiny_config):
     import harmonicdet.engine.checkpoint as checkpoint
 
     saves = []
@@ -246,14 +238,14 @@ def test_ctrl_c_during_a_checkpoint_save_is_one_line_and_leaves_no_temporary_fil
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint.torch, "save", interrupted_save)
-    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", train={"max_iters": 3}))
+    config = write_config(tmp_path / "c.yaml", tiny_config(scenes, tmp_path / "run", **SMALL | {"train.max_iters": 3}))
     code, err = run_cli(capsys, "train", config, "--quiet")
     assert code == 130 and "Traceback" not in err and "RuntimeError" not in err
     assert "interrupted at iteration 2; --resume continues from iteration 1" in err
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")) == []
 
 
-def test_plain_ctrl_c_is_one_line_with_exit_code_130(scenes, tmp_path, capsys, monkeypatch):
+def test_plain_ctrl_c_is_one_line_with_exit_code_130(scenes, tmp_path, capsys, monkeypatch, tiny_config):
     import harmonicdet.engine.train as train_module
 
     calls = []
@@ -265,13 +257,13 @@ def test_plain_ctrl_c_is_one_line_with_exit_code_130(scenes, tmp_path, capsys, m
         return {}
 
     monkeypatch.setattr(train_module, "loss_stats", stats)
-    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", train={"max_iters": 3}))
+    config = write_config(tmp_path / "c.yaml", tiny_config(scenes, tmp_path / "run", **SMALL | {"train.max_iters": 3}))
     code, err = run_cli(capsys, "train", config, "--quiet")
     assert code == 130 and "Traceback" not in err
     assert err.strip() == "harmonicdet train: interrupted at iteration 1; --resume continues from iteration 1"
 
 
-def test_a_dataset_error_in_a_dataloader_worker_arrives_unwrapped(scenes, tmp_path, capsys):
+def test_a_dataset_error_in_a_dataloader_worker_arrives_unwrapped(scenes, tmp_path, capsys, tiny_config):
     import shutil
 
     data = tmp_path / "scenes"
@@ -279,7 +271,7 @@ def test_a_dataset_error_in_a_dataloader_worker_arrives_unwrapped(scenes, tmp_pa
     ann = json.loads((data / "annotations" / "instances_train.json").read_text())
     for image in ann["images"]:
         (data / "train" / image["file_name"]).write_bytes(b"not a png")
-    config = write_config(tmp_path / "c.yaml", tiny(data, tmp_path / "run", data={"num_workers": 1}))
+    config = write_config(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", **SMALL | {"data.num_workers": 1}))
     code, err = run_cli(capsys, "train", config, "--quiet")
     assert_refused(code, err, str(data / "train"), "could not be read")
     assert "worker" not in err
@@ -505,9 +497,11 @@ DATA_CASES = [(_empty, ["instances.json", "no annotated objects"]), (_outside, [
 
 @pytest.mark.parametrize("edit,named", DATA_CASES, ids=["empty-annotations", "box-outside-image"])
 def test_train_refuses_data_that_would_train_on_nothing_or_on_boxes_off_the_image(scenes, tmp_path, capsys,
-                                                                                   edit, named):
+                                                                                   edit, named, tiny_config):
     train_data = _coco_variant(scenes, tmp_path, edit)
-    config = write_config(tmp_path / "c.yaml", tiny(scenes, tmp_path / "run", data={"train": train_data}))
+    config = tiny_config(scenes, tmp_path / "run", **SMALL)
+    config["data"]["train"] = train_data
+    config = write_config(tmp_path / "c.yaml", config)
     code, err = run_cli(capsys, "train", config, "--quiet")
     gt = json.loads(Path(train_data["ann_file"]).read_text())
     assert_refused(code, err, *named, *([f"annotations[{gt['outside_index']}]"] if "outside_index" in gt else []))

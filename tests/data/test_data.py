@@ -378,14 +378,8 @@ def test_compose_scene_boxes_and_visible_fractions_match_the_masks():
 # --------------------------------------------------------------------------- Fashion-MNIST files
 
 
-def _write_idx(path, array, magic=None):
-    header = (magic or struct.pack(">BBBB", 0, 0, 8, array.ndim)) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
-def tiny_fashion_mnist(tmp_path):
+def tiny_fashion_mnist(tmp_path, write_idx):
     """Synthetic IDX files: train items are classes 0-4, test items classes 5-9."""
     folder = tmp_path / "fmnist"
     folder.mkdir()
@@ -393,8 +387,8 @@ def tiny_fashion_mnist(tmp_path):
     for prefix, low in (("train", 0), ("t10k", 5)):
         items = rng.integers(0, 255, (12, 28, 28))
         items[:, :4] = 0
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", items)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(low, low + 5, (12,)))
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", items)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(low, low + 5, (12,)))
     return folder
 
 
@@ -429,15 +423,15 @@ def test_fashion_mnist_lookup_order_and_clear_errors(tiny_fashion_mnist, tmp_pat
         find_fashion_mnist(tiny_fashion_mnist)
 
 
-def test_idx_files_are_validated(tiny_fashion_mnist):
+def test_idx_files_are_validated(tiny_fashion_mnist, write_idx):
     labels = tiny_fashion_mnist / "train-labels-idx1-ubyte.gz"
-    _write_idx(labels, np.zeros(12), magic=struct.pack(">BBBB", 0, 0, 8, 3))
+    write_idx(labels, np.zeros(12), magic=struct.pack(">BBBB", 0, 0, 8, 3))
     with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz: bad IDX magic number 0x00000803"):
         load_split("train", tiny_fashion_mnist)
-    _write_idx(labels, np.zeros(11))
+    write_idx(labels, np.zeros(11))
     with pytest.raises(ValueError, match="12 train images but 11 labels"):
         load_split("train", tiny_fashion_mnist)
-    _write_idx(labels, np.full(12, 10))
+    write_idx(labels, np.full(12, 10))
     with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz: label 10 outside 0..9"):
         load_split("train", tiny_fashion_mnist)
     images = tiny_fashion_mnist / "t10k-images-idx3-ubyte.gz"

@@ -195,22 +195,14 @@ def test_render_and_legend_on_arrays():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(scenes, tmp_path_factory):
+def tiny_run(scenes, tmp_path_factory, tiny_config):
     """An FCOS trained for two iterations on the test scenes (CPU), with a low score threshold
     so that even this untrained model returns detections."""
-    from harmonicdet.data import scenes_paths
-    from harmonicdet.engine.config import load_config
     from harmonicdet.engine.train import train
 
-    out = tmp_path_factory.mktemp("run")
-    config = load_config(base={
-        "output_dir": str(out),
-        "model": {"arch": "fcos", "backbone": "resnet18", "image_size": 128,
-                  "options": {"fpn_channels": 64, "detector_kwargs": {"score_thresh": 0.01, "detections_per_img": 20}}},
-        "data": {"train": scenes_paths(scenes, "train"), "val": scenes_paths(scenes, "val")},
-        "train": {"batch_size": 2, "max_iters": 2, "warmup_iters": 0, "log_every": 1, "device": "cpu"},
-        "eval": {"batch_size": 4},
-    })
+    config = tiny_config(scenes, tmp_path_factory.mktemp("run"), **{
+        "model.options": "{fpn_channels: 64, detector_kwargs: {score_thresh: 0.01, detections_per_img: 20}}",
+        "train.batch_size": 2, "train.max_iters": 2, "eval.batch_size": 4})
     run = train(config, show_progress=False)
     return run
 
