@@ -375,3 +375,13 @@ def test_cli_writes_and_prints_the_field_metrics(tmp_path, capsys):
     assert main(["consistency", "--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--out",
                  str(out), "--no-posthoc"]) == 0
     assert "posthoc" not in json.loads((out / "consistency.json").read_text())["dt"]
+
+
+def test_cli_defaults_are_the_library_constants():
+    """The defaults written out in cli/consistency.py (so that --help imports no numpy) are the library's."""
+    from harmonicdet.analysis.consistency.detection_calibration import DECE_BINS, DECE_IOU, LAECE_BINS
+    from harmonicdet.cli import build_parser
+
+    defaults = vars(build_parser().parse_args(["consistency", "--gt", "g", "--dt", "d"]))
+    assert (defaults["laece_bins"], defaults["dece_bins"], defaults["dece_iou"]) == (LAECE_BINS, DECE_BINS, DECE_IOU)
+    assert defaults["dece_box_bins"] is None and defaults["no_posthoc"] is False
