@@ -73,7 +73,7 @@ import numpy as np
 from .assignment import assign_one_to_one, score_order
 from .detection_calibration import DECE_BINS, DECE_IOU, LAECE_BINS, LAECE_IOU, box_features, dece, laece
 from .inputs import ArrayLike, GroundTruth, JsonLike, _as_numpy, _tensor_inputs, results_arrays
-from .matching import match_detections, match_pairs
+from .matching import Matches, match_detections, match_pairs
 from .posthoc import posthoc_calibration
 from .statistics import IOU_HIGH, IOU_LOW, SCORE_HI, SCORE_LO, calibration, correlations, inconsistency, nms_ranking
 from .tide import TIDE_POS, tide_breakdown
@@ -116,7 +116,7 @@ def _check_settings(score_hi: float, score_lo: float, iou_floor: float, num_bins
         raise ValueError(f"need 0 < dece_iou <= 1, got {dece_iou}")
 
 
-def _field_metrics(x: _Inputs, eligible: np.ndarray, matches, settings: Dict[str, Any]) -> Dict[str, Any]:
+def _field_metrics(x: _Inputs, eligible: np.ndarray, matches: Matches, settings: Dict[str, Any]) -> Dict[str, Any]:
     """``laece``, ``dece``, ``tide`` and ``posthoc`` of the report (see the module docstring), and per class
     ``{"laece", "dece", "tide"}`` lists aligned with the class indices."""
     by_score = score_order(x.scores)
@@ -130,8 +130,6 @@ def _field_metrics(x: _Inputs, eligible: np.ndarray, matches, settings: Dict[str
     la = laece(s, target, c, x.num_classes, num_bins=settings["laece_bins"])
     features, bins = None, settings["dece_bins"]
     if settings["dece_box_bins"] is not None:
-        if x.image_sizes is None:
-            raise ValueError("dece_box_bins needs the image sizes (width and height of every ground-truth image)")
         features = box_features(x.boxes[keep], x.image_sizes[x.image[keep]])
         bins = [settings["dece_bins"]] + [settings["dece_box_bins"]] * 4
     de = dece(s, matched, features=features, bins=bins, category=c, num_classes=x.num_classes)
@@ -255,10 +253,12 @@ def consistency_report(gt: Any, results: JsonLike, *, candidates: Optional[JsonL
     _check_settings(score_hi, score_lo, iou_floor, num_bins, iou_low, iou_high, laece_bins, dece_bins, dece_iou,
                     dece_box_bins)
     truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
+    sizes = _image_sizes(truth) if dece_box_bins is not None else None
+    if dece_box_bins is not None and sizes is None:
+        raise ValueError("dece_box_bins needs the image sizes: a width and a height > 0 for every ground-truth image")
     det = results_arrays(results, truth, "results")
     inputs = _Inputs(det["boxes"], det["scores"], det["image"], det["category"], truth.boxes, truth.image,
-                     truth.category, truth.crowd, len(truth.category_ids),
-                     _image_sizes(truth) if dece_box_bins is not None else None)
+                     truth.category, truth.crowd, len(truth.category_ids), sizes)
     settings = _settings(score_hi, score_lo, iou_low, iou_high, iou_floor, num_bins, laece_bins, dece_bins, dece_iou,
                          dece_box_bins, posthoc)
     report = _build_report(inputs, truth.class_keys(), truth.category_ids.tolist(), settings)
