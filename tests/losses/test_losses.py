@@ -590,13 +590,6 @@ def test_localization_loss_terms_and_errors():
 # ---- mmdetection-style modules -----------------------------------------------------------------
 
 
-def test_quality_focal_loss_is_exported():
-    from harmonicdet import losses
-
-    assert {"quality_focal_loss", "QualityFocalLoss", "check_qfl_beta"} <= set(losses.__all__)
-    assert all(hasattr(losses, name) for name in losses.__all__)
-
-
 def test_modules_follow_mmdetection_signature():
     pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
     target = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]])

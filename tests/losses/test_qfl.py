@@ -150,6 +150,7 @@ def test_reductions_weights_and_avg_factor():
         out = quality_focal_loss(empty, torch.zeros(0, 3), reduction=reduction, avg_factor=avg)
         assert out.item() == 0 and out.requires_grad
         out.backward()
+        assert empty.grad.shape == (0, 3)  # an empty loss still differentiates: an empty gradient, no error
 
 
 def test_errors_name_the_argument():
@@ -261,6 +262,9 @@ def test_head_without_positives_and_with_qfl_beta(arch):
     torch.testing.assert_close(out["classification"], expected)
     assert out["bbox_regression"] == 0 and loss_stats(head)["iou_target"] == 0.0
     sum(out.values()).backward()
+    # d/dx BCE(x, 0) = sigmoid(x) per anchor and class; no positive, so the boxes get no gradient
+    torch.testing.assert_close(cls_logits.grad, torch.sigmoid(cls_logits.detach()))
+    assert regression.grad is None or (regression.grad == 0).all()
 
 
 # ---------------------------------------------------------------- models
@@ -297,9 +301,14 @@ def test_qfl_training_step(arch):
     assert all(isinstance(v, float) for v in stats.values())
     # no positives in a batch: finite, zero box loss
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    model.zero_grad()
     losses = model(images, [dict(empty), dict(empty)])
     assert all(torch.isfinite(v) for v in losses.values()) and losses["bbox_regression"] == 0
     sum(losses.values()).backward()
+    # every anchor a negative: the classification branch still learns, the box branch gets exactly nothing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert all(p.grad is None or (p.grad == 0).all() for p in model.head.regression_head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.classification_head.parameters())
 
 
 def test_qfl_fcos_has_no_centerness_and_scores_by_the_class_probability():
