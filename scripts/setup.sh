@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository root with the pinned torch/torchvision and harmonicdet installed.
-# Usage: scripts/setup.sh [--test]   (--test also installs the test extras, the optional Ultralytics integration and the docs tools)
+# Usage: scripts/setup.sh [--test]   (--test also installs the test extras, the optional Ultralytics and transformers integrations and the docs tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test,ultralytics,docs]"  # CI runs the Ultralytics tests and builds the docs too
+[ "${1:-}" = "--test" ] && extras="[test,ultralytics,transformers,docs]"  # CI runs the Ultralytics and transformers tests and builds the docs too
 # Fashion-MNIST for the demo and tests: Debian's package where apt exists; elsewhere pass --fashion-mnist DIR.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
