@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from harmonicdet.apps import study as study_module
-from harmonicdet.apps.study import load_study, round_figures, run_state, run_study
+from harmonicdet.apps.study import load_study, round_figures, run_state, run_study, write_study_report
 from harmonicdet.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,3 +218,17 @@ def test_an_interrupted_run_resumes_instead_of_restarting(tmp_path, arch_config)
     # the killed sitting's training time up to its checkpoint counts
     train_s = json.loads((run.record / "study_timing.json").read_text())["train_s"]
     assert train_s == torch.load(run_dir / "last.pt", weights_only=False)["train_seconds"] > killed_seconds > 0
+
+
+def test_a_report_without_records_keeps_the_summary_it_finds(tmp_path):
+    """A study kept as its summary alone (no run records) is refused, not overwritten by an empty report."""
+    study = load_study(ROOT / "configs" / "studies" / "scenes.yaml")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "summary.json").write_text('{"runs": ["kept"]}')
+    study.report_dir = report
+    for run in study.runs:
+        run.record = report / "runs" / run.name
+    with pytest.raises(ValueError, match="nothing to report"):
+        write_study_report(study)
+    assert (report / "summary.json").read_text() == '{"runs": ["kept"]}'

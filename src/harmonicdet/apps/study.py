@@ -295,6 +295,9 @@ def write_study_report(study: Study) -> Dict[str, Any]:
         if run_state(run) == "evaluated":
             record_run(run.directory, run.record)
     finished = [run for run in study.runs if (run.record / "eval.json").is_file()]
+    if not finished and (study.report_dir / "summary.json").is_file():  # e.g. a report kept without its records
+        raise ValueError(f"no run of {study.path} has a record under {study.report_dir / 'runs'}: nothing to "
+                         f"report, and {study.report_dir / 'summary.json'} is kept as it is")
     # every run of a study is evaluated on the same validation data
     ground_truth = coco_ground_truth(build_datasets(finished[0].config)[1]) if finished else None
     spec = {"name": study.name, "baseline": study.baseline, "bootstrap": study.bootstrap,
