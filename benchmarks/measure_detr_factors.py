@@ -1,7 +1,8 @@
 """What beta_c is against RT-DETR's IoU-aware (varifocal) target: the factors of the matched queries while training.
 
     python benchmarks/measure_detr_factors.py [--arch rt_detr] [--size small] [--preset harmonicdet]
-        [--iterations 300] [--every 100] [--batch 16] [--lr 2e-4] [--threads 1] [--data data/scenes_study]
+        [--detach-factors False|True|beta_c|beta_r] [--beta-c-mode loss|prob] [--iterations 300] [--every 100]
+        [--batch 16] [--lr 2e-4] [--threads 1] [--data data/scenes_study]
 
 Trains a random-init model (:func:`harmonicdet.integrations.transformers.models.build_detr`) on the
 scenes with ``harmonic_loss_function(arch, preset)`` (AdamW, gradient clipping at 0.1, the
@@ -47,6 +48,8 @@ def main(argv=None) -> None:
     parser.add_argument("--arch", default="rt_detr", choices=("rt_detr", "rt_detr_v2", "d_fine"))
     parser.add_argument("--size", default="small")
     parser.add_argument("--preset", default="harmonicdet")
+    parser.add_argument("--detach-factors", default="False", choices=("False", "True", "beta_c", "beta_r"))
+    parser.add_argument("--beta-c-mode", default="loss", choices=("loss", "prob"))
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
@@ -61,7 +64,8 @@ def main(argv=None) -> None:
     dataset = CocoDetectionDataset(**paths, transforms=build_transforms(True))
     torch.manual_seed(0)
     model = build_detr(args.arch, args.size, len(dataset.classes)).train()
-    loss_function = harmonic_loss_function(args.arch, args.preset)
+    detach = {"False": False, "True": True}.get(args.detach_factors, args.detach_factors)
+    loss_function = harmonic_loss_function(args.arch, args.preset, detach_factors=detach, beta_c_mode=args.beta_c_mode)
     model.loss_function = loss_function
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = {"max_iters": args.iterations, "warmup_iters": min(500, args.iterations // 10), "schedule": "cosine",
@@ -89,7 +93,8 @@ def main(argv=None) -> None:
             windows.append(summary)
             print(json.dumps(summary), f"({time.perf_counter() - began:.0f} s)", flush=True)
             pooled, start = {}, iteration + 2
-    print(json.dumps({"arch": args.arch, "size": args.size, "preset": args.preset, "windows": windows}))
+    print(json.dumps({"arch": args.arch, "size": args.size, "preset": args.preset, "detach_factors": detach,
+                      "beta_c_mode": args.beta_c_mode, "windows": windows}))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("transformers")  # the `transformers` extra; CI installs it (scripts/setup.sh --test)
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torchvision.ops import box_convert, box_iou, generalized_box_iou  # noqa: E402
 from transformers.loss.loss_d_fine import DFineForObjectDetectionLoss  # noqa: E402
 from transformers.loss.loss_rt_detr import RTDetrForObjectDetectionLoss, RTDetrLoss  # noqa: E402
@@ -51,7 +50,8 @@ def no_network(monkeypatch):
 def _batch(empty=(False, False)):
     torch.manual_seed(5)
     images = torch.rand(2, 3, 64, 64)
-    labels = [{"class_labels": torch.tensor([1, 3]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]])},
+    labels = [{"class_labels": torch.tensor([1, 3]),
+               "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]])},
               {"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}]
     for i, is_empty in enumerate(empty):
         if is_empty:
@@ -89,8 +89,8 @@ def _outputs(dtype=torch.float32):
     centres = 0.3 + 0.4 * torch.rand(2, 4, 2, generator=generator, dtype=dtype)
     sizes = 0.1 + 0.3 * torch.rand(2, 4, 2, generator=generator, dtype=dtype)
     boxes = torch.cat([centres, sizes], -1).requires_grad_()
-    targets = [{"class_labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.4, 0.5, 0.3, 0.2], [0.6, 0.4, 0.2, 0.3]],
-                                                                              dtype=dtype)},
+    targets = [{"class_labels": torch.tensor([0, 2]),
+                "boxes": torch.tensor([[0.4, 0.5, 0.3, 0.2], [0.6, 0.4, 0.2, 0.3]], dtype=dtype)},
                {"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.25, 0.25]], dtype=dtype)}]
     return logits, boxes, targets
 
@@ -108,7 +108,8 @@ def _reference(logits, boxes, targets, indices, preset, detach_factors):
     p = torch.sigmoid(logits[b, q, gt_classes])
     kl = t * torch.log(t / p) + (1 - t) * torch.log((1 - t) / (1 - p))
     weights = {"loss_bbox": 5.0, "loss_giou": 2.0}
-    parts = {"loss_bbox": (boxes[b, q] - gt_boxes).abs().sum(-1), "loss_giou": 1 - torch.diag(generalized_box_iou(pred, gt))}
+    parts = {"loss_bbox": (boxes[b, q] - gt_boxes).abs().sum(-1),
+             "loss_giou": 1 - torch.diag(generalized_box_iou(pred, gt))}
     if preset != "harmonic":
         weights["loss_hiou"] = 1.5 * 2.0
         parts["loss_hiou"] = (1 + iou) ** 0.8 * (1 - iou)
@@ -170,7 +171,8 @@ def test_classification_gradient_follows_box_quality(detach_factors):
     targets = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]], dtype=torch.float64)}]
     shifted = torch.tensor([[[0.55, 0.5, 0.2, 0.2]]], dtype=torch.float64)  # L1 0.05
     shrunk = torch.tensor([[[0.5, 0.5, 0.2, 0.12]]], dtype=torch.float64)  # L1 0.08
-    criteria = {"stock": RTDetrLoss(config), "harmonic": HarmonicRTDetrLoss(config, loss_options("harmonic", detach_factors=detach_factors))}
+    criteria = {"stock": RTDetrLoss(config),
+                "harmonic": HarmonicRTDetrLoss(config, loss_options("harmonic", detach_factors=detach_factors))}
     grads = {}
     for name, criterion in criteria.items():
         for box_name, box in (("shifted", shifted), ("shrunk", shrunk)):
@@ -277,7 +279,8 @@ def test_trainer_trains_with_the_harmonic_loss(no_network, tmp_path):
 
 def test_detr_labels_and_coco_results_by_hand():
     """Dataset targets to transformers' labels; outputs to COCO records through transformers' post-processing."""
-    labels = detr_labels([{"boxes": torch.tensor([[10.0, 20.0, 50.0, 40.0]]), "labels": torch.tensor([3])}], [(100, 200)])
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 40.0]]), "labels": torch.tensor([3])}]
+    labels = detr_labels(targets, [(100, 200)])
     assert labels[0]["class_labels"].tolist() == [2]
     torch.testing.assert_close(labels[0]["boxes"], torch.tensor([[0.15, 0.3, 0.2, 0.2]]))
 
@@ -294,8 +297,9 @@ def test_detr_labels_and_coco_results_by_hand():
 
 @pytest.mark.slow
 def test_study_trains_resumes_and_reports(scenes, tmp_path, no_network):
-    """The study's command on the test scenes: two variants, one seed, two iterations each, the study report's
-    summary.json (paired deltas, the harmonic run's factors); a run whose record is removed resumes from last.pt."""
+    """The study's command on the test scenes: stock and harmonicdet with beta_c detached, one seed, two iterations
+    each, the study report's summary.json (paired deltas, the harmonic run's factors); a run whose record is removed
+    resumes from last.pt."""
     from transformers import RTDetrForObjectDetection
 
     from harmonicdet.integrations.transformers.study import main
@@ -303,21 +307,22 @@ def test_study_trains_resumes_and_reports(scenes, tmp_path, no_network):
     def argv(iterations):
         return ["--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"), "--data", str(scenes),
                 "--train-images", "16", "--val-images", "8", "--size", "tiny", "--seeds", "0", "--iterations",
-                str(iterations), "--batch", "4", "--eval-every", "1", "--eval-images", "4", "--bootstrap", "10"]
+                str(iterations), "--batch", "4", "--eval-every", "1", "--eval-images", "4", "--bootstrap", "10",
+                "--variants", "standard", "harmonicdet", "--detach-factors", "beta_c"]
 
     summary = main(argv(2), say=lambda text: None)
-    assert sorted(r["variant"] for r in summary["runs"]) == ["harmonicdet", "standard"]
-    harmonic = next(r for r in summary["runs"] if r["variant"] == "harmonicdet")
+    assert sorted(r["variant"] for r in summary["runs"]) == ["harmonicdet_beta_c", "standard"]
+    harmonic = next(r for r in summary["runs"] if r["variant"] == "harmonicdet_beta_c")
     assert harmonic["iterations"] == 2 and 0 < harmonic["late_stats"]["beta_c"] <= 1
     assert [h["iteration"] for h in harmonic["history"]] == [1, 2]
-    group = next(g for g in summary["groups"] if g["variant"] == "harmonicdet")
+    group = next(g for g in summary["groups"] if g["variant"] == "harmonicdet_beta_c")
     assert group["delta"]["AP"]["seeds"] == [0] and group["bootstrap"] is not None
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["study"] == "report"
-    run = tmp_path / "runs" / "rt_detr_tiny-harmonicdet-s0"
+    run = tmp_path / "runs" / "rt_detr_tiny-harmonicdet_beta_c-s0"
     assert isinstance(RTDetrForObjectDetection.from_pretrained(run / "model"), RTDetrForObjectDetection)
     (run / "eval.json").unlink()
     summary = main(argv(3), say=lambda text: None)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
-    assert next(r for r in summary["runs"] if r["variant"] == "harmonicdet")["iterations"] == 3
+    assert next(r for r in summary["runs"] if r["variant"] == "harmonicdet_beta_c")["iterations"] == 3
     assert no_network == []

@@ -13,7 +13,10 @@ the function set is :class:`HarmonicLossFunction`, whose criterion subclasses tr
 ``RTDetrLoss`` / ``DFineLoss`` (:mod:`.criterion` states the loss term by term). Presets
 ``standard`` (the model's own loss), ``harmonic``, ``harmonic_iou``, ``harmonicdet``; options
 ``alpha``, ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``
-(``harmonic_loss_function("d_fine", "harmonic", detach_factors="beta_r")``). The statistics
+(``harmonic_loss_function("d_fine", "harmonic", detach_factors="beta_c")``). With the gradient
+through ``beta_c`` (``detach_factors=False``, the presets' default) DETR's box weights (7-10
+against VFL's <= 1) push the matched queries' scores away from their IoU (measured in
+``docs/integrations/transformers.md``): prefer ``detach_factors="beta_c"``. The statistics
 of the last batch (``beta_c``, ``beta_r``, ``reversed_frac``...) are in the function's
 ``last_stats``. The function belongs to the model instance, not its config: ``save_pretrained``
 writes a stock checkpoint that loads in a process that never imported harmonicdet, and a

@@ -162,7 +162,7 @@ class HarmonicMatchedLoss:
 
 
 class HarmonicRTDetrLoss(HarmonicMatchedLoss, RTDetrLoss):
-    """transformers' ``RTDetrLoss`` (RT-DETR v1 and v2) with Eq. S-1 on the matched queries (:class:`HarmonicMatchedLoss`)."""
+    """transformers' ``RTDetrLoss`` (RT-DETR v1, v2) with Eq. S-1 on the matched queries (see the mixin)."""
 
 
 class HarmonicDFineLoss(HarmonicMatchedLoss, DFineLoss):

@@ -23,8 +23,10 @@ from harmonicdet.engine.coco_evaluation import detections_to_coco
 __all__ = ["coco_results", "detr_labels"]
 
 
-def detr_labels(targets: Sequence[Mapping[str, Any]], image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
-    """transformers' ``labels`` of ``targets`` (``boxes`` xyxy pixels, ``labels`` 1..K) on images of ``(height, width)``."""
+def detr_labels(targets: Sequence[Mapping[str, Any]],
+                image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+    """transformers' ``labels`` of ``targets`` (``boxes`` xyxy pixels, ``labels`` 1..K) on images of
+    ``(height, width)``."""
     labels = []
     for target, (height, width) in zip(targets, image_sizes):
         boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)

@@ -130,7 +130,8 @@ class HarmonicLossFunction:
         if arch not in _FAMILIES:
             raise ValueError(f"arch must be one of {tuple(_FAMILIES)}, got {arch!r}")
         if options is not None and not isinstance(options, HarmonicOptions):
-            raise ValueError(f"options must be a HarmonicOptions (loss_options()) or None, got {type(options).__name__}")
+            raise ValueError(f"options must be a HarmonicOptions (loss_options()) or None, "
+                             f"got {type(options).__name__}")
         if options is not None and (options.box_loss is not None or options.positive_weight is not None):
             raise ValueError("options.box_loss and options.positive_weight are not available with transformers' "
                              "DETR losses")
@@ -144,7 +145,8 @@ class HarmonicLossFunction:
     def __call__(self, logits: Tensor, labels: List[Dict[str, Tensor]], device: torch.device, pred_boxes: Tensor,
                  config: Any, outputs_class: Optional[Tensor] = None, outputs_coord: Optional[Tensor] = None,
                  **kwargs: Any) -> Tuple[Tensor, Dict[str, Tensor], Optional[List[Dict[str, Tensor]]]]:
-        """``(loss, loss_dict, auxiliary_outputs)`` as the stock ``*ForObjectDetectionLoss``; ``loss`` sums ``loss_dict``."""
+        """``(loss, loss_dict, auxiliary_outputs)`` as the stock ``*ForObjectDetectionLoss``; ``loss`` sums
+        ``loss_dict``."""
         if config.model_type not in ARCHS[self.arch]:
             raise ValueError(f"this loss function is for arch {self.arch!r}, but the model is {config.model_type!r}")
         criterion_class, arrange = _FAMILIES[self.arch]

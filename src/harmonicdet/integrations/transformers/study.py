@@ -3,13 +3,16 @@
 
     python -m harmonicdet.integrations.transformers.study --out studies/detr_scenes --runs runs/detr_scenes \\
         [--arch rt_detr] [--size small] [--variants standard harmonicdet] [--seeds 0 1 2] [--iterations 20000] \\
-        [--batch 16] [--lr 2e-4] [--eval-every 1000] [--eval-images 300] [--threads 1] [--device cpu]
+        [--detach-factors False [beta_c ...]] [--beta-c-mode loss] [--batch 16] [--lr 2e-4] [--eval-every 1000] \
+        [--eval-images 300] [--threads 1] [--device cpu]
 
 Each (variant, seed) trains a random-init model of
 :func:`~harmonicdet.integrations.transformers.models.build_detr` (the same initial weights and
 batch order for every variant of a seed) with ``model.loss_function =``
 :class:`~harmonicdet.integrations.transformers.HarmonicLossFunction` of the variant's preset
-(``standard``: the model's own loss), in a plain loop: AdamW (weight decay 1e-4), linear warm-up
+(``standard``: the model's own loss; each harmonic preset once per ``--detach-factors`` mode, with
+``--beta-c-mode``, its variant name then ending in ``_beta_c``, ``_beta_r``, ``_detached`` or ``_prob``
+as ``harmonicdet yolo-study`` names them), in a plain loop: AdamW (weight decay 1e-4), linear warm-up
 then cosine (:func:`harmonicdet.engine.schedule.lr_factor`), gradient norm clipped at 0.1 as
 RT-DETR trains, a random horizontal flip. Every ``--eval-every`` iterations it evaluates the
 first ``--eval-images`` validation scenes (COCO AP, AP50, AP75 and the Spearman correlation of
@@ -35,7 +38,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -46,6 +49,7 @@ from harmonicdet.data.scenes import scenes_paths
 from harmonicdet.engine.coco_evaluation import coco_metrics
 from harmonicdet.engine.schedule import lr_factor
 from harmonicdet.io import read_jsonl, write_json_atomic
+from harmonicdet.losses.options import HarmonicOptions
 from harmonicdet.provenance import record_sitting
 
 from .evaluation import coco_results, detr_labels
@@ -93,13 +97,14 @@ def _scores(ground_truth: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict
     return {"metrics": coco_metrics(ground_truth, results), "consistency": report}
 
 
-def train_run(args: argparse.Namespace, variant: str, seed: int, train_set, val_set, directory: Path, say=print) -> None:
-    """Train (or resume) one run and write its folder (module docstring)."""
+def train_run(args: argparse.Namespace, options: Optional[HarmonicOptions], seed: int, train_set, val_set,
+              directory: Path, say=print) -> None:
+    """Train (or resume) one run with the loss ``options`` (``None``: the model's own) and write its folder."""
     directory.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     torch.manual_seed(seed)
     model = build_detr(args.arch, args.size, len(train_set.classes)).to(device).train()
-    loss_function = HarmonicLossFunction(args.arch, loss_options(variant))
+    loss_function = HarmonicLossFunction(args.arch, options)
     model.loss_function = loss_function
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = {"max_iters": args.iterations, "warmup_iters": min(_WARMUP, args.iterations // 10), "schedule": "cosine",
@@ -157,6 +162,15 @@ def train_run(args: argparse.Namespace, variant: str, seed: int, train_set, val_
                       directory / "eval.json")
 
 
+def _variant(preset: str, detach_factors: str, beta_c_mode: str) -> Tuple[str, Optional[HarmonicOptions]]:
+    """``(variant name, validated options)`` of a preset with a ``--detach-factors`` mode and ``--beta-c-mode``."""
+    if preset == "standard":
+        return preset, loss_options(preset)
+    detach = {"False": False, "True": True}.get(detach_factors, detach_factors)
+    suffix = {False: "", True: "_detached"}.get(detach, f"_{detach}") + ("_prob" if beta_c_mode == "prob" else "")
+    return preset + suffix, loss_options(preset, detach_factors=detach, beta_c_mode=beta_c_mode)
+
+
 def main(argv: Optional[List[str]] = None, say=print) -> Dict[str, Any]:
     """Run the study of ``argv`` (module docstring) and write its report; returns ``summary.json``'s data."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -168,6 +182,8 @@ def main(argv: Optional[List[str]] = None, say=print) -> Dict[str, Any]:
     parser.add_argument("--arch", default="rt_detr", choices=("rt_detr", "rt_detr_v2", "d_fine"))
     parser.add_argument("--size", default="small", choices=tuple(SIZES))
     parser.add_argument("--variants", nargs="+", default=["standard", "harmonicdet"], choices=DETR_PRESETS)
+    parser.add_argument("--detach-factors", nargs="+", default=["False"], choices=("False", "True", "beta_c", "beta_r"))
+    parser.add_argument("--beta-c-mode", default="loss", choices=("loss", "prob"))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=16)
@@ -187,12 +203,13 @@ def main(argv: Optional[List[str]] = None, say=print) -> Dict[str, Any]:
     val_set = CocoDetectionDataset(**scenes_paths(args.data, "val"), transforms=build_transforms(False))
     if len(train_set) < args.batch:
         parser.error(f"--batch {args.batch} is larger than the {len(train_set)} training scenes")
+    options = dict(_variant(preset, mode, args.beta_c_mode) for preset in args.variants for mode in args.detach_factors)
     runs = [{"name": f"{args.arch}_{args.size}-{variant}-s{seed}", "arch": f"{args.arch}_{args.size}",
-             "variant": variant, "seed": seed} for seed in args.seeds for variant in args.variants]
+             "variant": variant, "seed": seed} for seed in args.seeds for variant in options]
     for run in runs:
         run["dir"] = str(Path(args.runs) / run["name"])
         if not (Path(run["dir"]) / "eval.json").is_file():
-            train_run(args, run["variant"], run["seed"], train_set, val_set, Path(run["dir"]), say)
+            train_run(args, options[run["variant"]], run["seed"], train_set, val_set, Path(run["dir"]), say)
     study = {"name": Path(args.out).name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
              "report_dir": args.out}
     return write_report(study, runs, val_set.coco_ground_truth())
