@@ -17,20 +17,6 @@ from harmonicdet.images import rgb8
 from harmonicdet.models import build_detector
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
-def refusal(code, err):
-    """The one error line of a refused command (exit code 2, no traceback), without its ``harmonicdet X: error:``."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("harmonicdet")]
-    assert len(lines) == 1, err
-    return lines[0].split(": error: ", 1)[1]
-
-
 # ------------------------------------------------------------------------------------------ study files
 
 
@@ -62,11 +48,11 @@ STUDY_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(STUDY_CASES))
-def test_a_study_file_is_checked_whole_at_load(tmp_path, capsys, monkeypatch, case):
+def test_a_study_file_is_checked_whole_at_load(tmp_path, refused, monkeypatch, case):
     monkeypatch.chdir(tmp_path)
     changes, expected = STUDY_CASES[case]
     path = write_study(tmp_path, **changes)
-    assert refusal(*run_cli(capsys, "study", path)) == expected.format(path=path)
+    assert refused("study", path).split(": error: ", 1)[1] == expected.format(path=path)
     assert [p.name for p in tmp_path.iterdir()] == ["study.yaml"]  # nothing trained, nothing written
 
 
@@ -157,9 +143,9 @@ def test_predict_reads_a_16_bit_png_scaled(scenes, tmp_path, tiny_config):
                             "bounded at 16384 px a side, so --scale 256 at most"),
     (["--scale", "0"], "--scale must be an integer >= 1, got 0"),
 ])
-def test_draw_refuses_bad_numbers_before_writing(tmp_path, capsys, flags, expected):
+def test_draw_refuses_bad_numbers_before_writing(tmp_path, refused, flags, expected):
     sources = grey16_dataset(tmp_path)
-    assert refusal(*run_cli(capsys, "draw", *sources, "--out", tmp_path / "out", *flags)) == expected
+    assert refused("draw", *sources, "--out", tmp_path / "out", *flags).split(": error: ", 1)[1] == expected
     assert not (tmp_path / "out").exists()
 
 
@@ -167,41 +153,41 @@ def test_draw_refuses_bad_numbers_before_writing(tmp_path, capsys, flags, expect
     (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
     (["--score-thresh", "nan"], "--score-thresh must be a number in [0, 1], got nan"),
 ])
-def test_predict_refuses_bad_numbers_instead_of_replacing_them(scenes, tmp_path, capsys, flags, expected):
+def test_predict_refuses_bad_numbers_instead_of_replacing_them(scenes, tmp_path, refused, flags, expected):
     from harmonicdet.engine.config import shipped_config
 
     argv = ["predict", shipped_config("scenes_fcos_r18.yaml"), "--checkpoint", tmp_path / "none.pt", "--images",
             Path(scenes) / "val", "--out", tmp_path / "out", *flags]
-    assert refusal(*run_cli(capsys, *argv)) == expected
+    assert refused(*argv).split(": error: ", 1)[1] == expected
     assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------ models and train
 
 
-def test_a_non_integer_model_option_is_refused_by_name(scenes, tmp_path, capsys, tiny_config):
+def test_a_non_integer_model_option_is_refused_by_name(scenes, tmp_path, refused, tiny_config):
     for keyword, value in (("fpn_channels", "64"), ("fpn_channels", 64.0), ("image_size", "128"),
                            ("trainable_backbone_layers", "2")):
-        with pytest.raises(ValueError) as refused:
+        with pytest.raises(ValueError) as error:
             build_detector("fcos", 11, **{keyword: value})
-        assert str(refused.value) == f"{keyword} must be an integer, got {value!r}"
+        assert str(error.value) == f"{keyword} must be an integer, got {value!r}"
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(dict(tiny_config(scenes, tmp_path / "run"))))
-    line = refusal(*run_cli(capsys, "train", config, "--quiet", "--set", "model.options.fpn_channels=abc"))
+    line = refused("train", config, "--quiet", "--set", "model.options.fpn_channels=abc").split(": error: ", 1)[1]
     assert line == "fpn_channels must be an integer, got 'abc'"
     assert not (tmp_path / "run").exists()
 
 
-def test_a_refused_train_writes_nothing(scenes, tmp_path, capsys, monkeypatch, tiny_config):
+def test_a_refused_train_writes_nothing(scenes, tmp_path, refused, monkeypatch, tiny_config):
     """An empty config (no data) and a batch larger than the data are refused before config.yaml, provenance.json or
     the marker exist: in the working directory's runs/default, or in output_dir."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.yaml").write_text("")
-    line = refusal(*run_cli(capsys, "train", "empty.yaml", "--set", "train.device=cpu"))
+    line = refused("train", "empty.yaml", "--set", "train.device=cpu").split(": error: ", 1)[1]
     assert line == "data.train: no dataset given (e.g. {img_dir: ..., ann_file: ...} or data.scenes)"
     assert [p.name for p in tmp_path.iterdir()] == ["empty.yaml"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(dict(tiny_config(scenes, tmp_path / "run",
                                                                      **{"train.batch_size": 64}))))
-    line = refusal(*run_cli(capsys, "train", "c.yaml", "--quiet"))
+    line = refused("train", "c.yaml", "--quiet").split(": error: ", 1)[1]
     assert line == "train.batch_size=64 is larger than the 16 training images per process"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "empty.yaml"]

@@ -14,21 +14,6 @@ from harmonicdet.engine.config import shipped_config
 from harmonicdet.output_folder import MARKER, OutputFolder
 
 
-def run_cli(capsys, *argv):
-    """``harmonicdet ARGV`` in-process: ``(exit code, stderr)``."""
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
-def refusal(code, err):
-    """The one error line of a refused command (exit code 2, no traceback)."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("harmonicdet")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def snapshot(folder: Path):
     """Every file under ``folder`` with its bytes, and the folder's siblings (a staging folder would be one)."""
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -97,23 +82,23 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_writing_command_refuses_a_folder_it_did_not_make(scenes, tmp_path, capsys, monkeypatch, command):
+def test_every_writing_command_refuses_a_folder_it_did_not_make(scenes, tmp_path, refused, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     out = user_folder(tmp_path, "annotations/instances_train.json", "train/000001.png")
     argv = COMMANDS[command](tmp_path, scenes, out)
     before = snapshot(out)
-    line = refusal(*run_cli(capsys, *argv))
+    line = refused(*argv)
     assert str(out) in line and "did not make (annotations/, train/)" in line, line
     assert snapshot(out) == before  # not a byte of the user's changed, no folder written beside
 
 
-def test_yolo_study_refuses_foreign_out_and_runs_before_writing_data(tmp_path, capsys):
+def test_yolo_study_refuses_foreign_out_and_runs_before_writing_data(tmp_path, refused):
     pytest.importorskip("harmonicdet.integrations.ultralytics")  # first: it sets Ultralytics' offline variables
     for flag in ("--out", "--runs"):
         out = user_folder(tmp_path / flag.strip("-"), "notes.txt")
         argv = ["yolo-study", "--out", tmp_path / "report", "--runs", tmp_path / "runs", "--data", tmp_path / "data"]
         argv[argv.index(flag) + 1] = out
-        line = refusal(*run_cli(capsys, *argv))
+        line = refused(*argv)
         assert f"{flag} {out} holds files `harmonicdet yolo-study` did not make (notes.txt)" in line
         assert not (tmp_path / "data").exists()
 
@@ -137,7 +122,7 @@ def test_yolo_study_folders_made_before_markers_are_its_own(tmp_path):
         study_folders(out, runs)
 
 
-def test_train_refuses_a_finished_run_without_last_pt_and_keeps_it(scenes, tmp_path, capsys, tiny_config):
+def test_train_refuses_a_finished_run_without_last_pt_and_keeps_it(scenes, tmp_path, refused, tiny_config):
     run = tmp_path / "run"
     run.mkdir()
     for name, content in (("config.yaml", b"seed: 0\n"), ("metrics.jsonl", b'{"iteration": 1}\n'),
@@ -146,22 +131,22 @@ def test_train_refuses_a_finished_run_without_last_pt_and_keeps_it(scenes, tmp_p
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(dict(tiny_config(scenes, run))))
     before = snapshot(run)
-    line = refusal(*run_cli(capsys, "train", config, "--quiet"))
+    line = refused("train", config, "--quiet")
     assert line == (f"harmonicdet train: error: {run} already holds a finished run (model_final.pt); choose another "
                     "output_dir (or move that run away to train it again)")
     assert snapshot(run) == before
 
 
-def test_a_refused_command_leaves_a_folder_of_another_command(tmp_path, capsys):
+def test_a_refused_command_leaves_a_folder_of_another_command(tmp_path, refused):
     """A folder one command made is not another's: `figures` into a `consistency` folder is refused by name."""
     out = tmp_path / "out"
     OutputFolder(out, "harmonicdet consistency").mark()
-    line = refusal(*run_cli(capsys, "figures", "--out", out))
+    line = refused("figures", "--out", out)
     assert line == (f"harmonicdet figures: error: --out {out} was made by `harmonicdet consistency`, not "
                     "`harmonicdet figures`; choose another --out")
 
 
-def test_data_scenes_reuses_same_settings_and_replaces_its_own_folder_on_others(tmp_path, capsys):
+def test_data_scenes_reuses_same_settings_and_replaces_its_own_folder_on_others(tmp_path, refused):
     out = tmp_path / "scenes"
     assert main(["data", "scenes", "--out", str(out), "--train", "2", "--val", "1", "--seed", "0"]) == 0
     marker = json.loads((out / MARKER).read_text())
@@ -176,7 +161,7 @@ def test_data_scenes_reuses_same_settings_and_replaces_its_own_folder_on_others(
     assert json.loads((out / MARKER).read_text())["settings"]["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes"]
     (out / "train" / "notes.txt").write_text("mine")  # inside a folder the command made: still refused
-    line = refusal(*run_cli(capsys, "data", "scenes", "--out", out, "--train", "2", "--val", "1"))
+    line = refused("data", "scenes", "--out", out, "--train", "2", "--val", "1")
     assert line.endswith(f"{out / 'train' / 'notes.txt'} was not made by `harmonicdet data scenes`; move it away or "
                          "choose another folder")
 
@@ -216,7 +201,7 @@ def test_every_writing_command_is_covered():
     assert {f"data {name}" for name in data} <= set(COMMANDS)
 
 
-def test_an_output_an_earlier_version_wrote_flat_is_replaced_but_not_with_a_users_file_in_it(scenes, tmp_path, capsys):
+def test_an_output_an_earlier_version_wrote_flat_is_replaced_but_not_with_a_users_file_in_it(scenes, tmp_path, refused):
     """`consistency --out` rerun into the folder an earlier version wrote (no marker): accepted and replaced whole;
     with a file of the user's beside its output, refused."""
     out = tmp_path / "cons"
@@ -230,5 +215,5 @@ def test_an_output_an_earlier_version_wrote_flat_is_replaced_but_not_with_a_user
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "consistency.json").write_text("{}")
     (tmp_path / "old" / "notes.txt").write_text("mine")
-    line = refusal(*run_cli(capsys, *argv[:-1], tmp_path / "old"))
+    line = refused(*argv[:-1], tmp_path / "old")
     assert "did not make (consistency.json, notes.txt)" in line

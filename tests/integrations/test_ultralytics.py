@@ -6,16 +6,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-
-# Ultralytics reads these when imported, and pytest.importorskip imports it before the integration can set them:
-# without them its import probes DNS. (test_import_sets_offline_environment checks the integration's own defaults.)
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="harmonicdet-yolo-config-"))
 
 pytest.importorskip("ultralytics")
 

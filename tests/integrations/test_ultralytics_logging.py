@@ -2,16 +2,9 @@
 
 import csv
 import io
-import os
 import socket
-import tempfile
 
 import pytest
-
-# Ultralytics reads these when imported (pytest.importorskip imports it): offline, and a settings folder of the tests
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="harmonicdet-yolo-config-"))
 
 pytest.importorskip("ultralytics")
 

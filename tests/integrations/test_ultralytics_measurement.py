@@ -1,13 +1,7 @@
 """The measurements of the Harmonic loss inside YOLO training: the TAL overlap and its inputs."""
 
-import os
-import tempfile
 
 import pytest
-
-os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported (see test_ultralytics.py)
-os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="harmonicdet-yolo-config-"))
 
 pytest.importorskip("ultralytics")
 

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from harmonicdet.analysis.consistency import correlations
 from harmonicdet.losses.options import HarmonicOptions
 
 __all__ = ["bench_steps", "factor_measurement", "measure_overlap", "tal_overlap", "yolo_batches"]
@@ -92,25 +93,6 @@ def bench_steps(model_yaml: str, options: Mapping[str, Optional[HarmonicOptions]
                 "reps": reps} for v in variants}
 
 
-def _spearman(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
-    """Spearman's rank correlation (ties by average rank), ``None`` when either variable is constant."""
-    def ranks(v: torch.Tensor) -> torch.Tensor:
-        order = torch.argsort(v, stable=True)
-        ranked = torch.empty_like(v, dtype=torch.float64)
-        ranked[order] = torch.arange(v.numel(), dtype=torch.float64)
-        _, inverse, counts = torch.unique(v, return_inverse=True, return_counts=True)
-        sums = torch.zeros(counts.numel(), dtype=torch.float64).index_add_(0, inverse, ranked)
-        return (sums / counts)[inverse]  # the mean rank of each group of ties
-
-    return _pearson(ranks(x), ranks(y))
-
-
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    norm = float(x.norm() * y.norm())
-    return float((x * y).sum()) / norm if norm > 0 else None
-
-
 def _explained_by_bins(weight: torch.Tensor, t: torch.Tensor, bins: int) -> Optional[float]:
     """The correlation ratio eta^2: the share of ``weight``'s variance between ``bins`` quantile bins of ``t`` (1:
     ``weight`` is a function of ``t``, up to the bins' width; 0: knowing ``t`` says nothing of it)."""
@@ -142,10 +124,9 @@ def tal_overlap(anchors: Mapping[str, torch.Tensor], bins: int = OVERLAP_BINS) -
     out: Dict[str, Any] = {"num_anchors": int(t.numel())}
     for name, beta in (("cls_weight_1_plus_beta_r", anchors["beta_r"]), ("box_weight_1_plus_beta_c", anchors["beta_c"])):
         weight = 1 + beta.flatten()
-        enough = t.numel() >= 2
-        out[name] = {"spearman": _spearman(weight, t) if enough else None,
-                     "pearson": _pearson(weight, t) if enough else None,
-                     "eta2": _explained_by_bins(weight, t, bins) if enough else None}
+        paired = correlations(weight, t)  # the consistency tool's Spearman (average ranks for ties) and Pearson
+        out[name] = {"spearman": paired["spearman"], "pearson": paired["pearson"],
+                     "eta2": _explained_by_bins(weight, t, bins) if t.numel() >= 2 else None}
     return out
 
 
