@@ -171,6 +171,9 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
     assert cli_main(["yolo-study", "--out", str(out), "--data", str(tmp_path / "data"),
                      "--variants", "harmonic_beta_r", "standard_beta_r"]) == 2
     assert "standard_beta_r" in capsys.readouterr().err and not out.exists() and not (tmp_path / "data").exists()
+    # a report from records needs the study's data (its val.json), which --report-only does not make
+    assert cli_main(["yolo-study", "--out", str(out), "--data", str(tmp_path / "data"), "--report-only"]) == 2
+    assert f"--data {tmp_path / 'data'}: no" in capsys.readouterr().err and not (tmp_path / "data").exists()
 
 
 def test_import_sets_offline_environment(tmp_path):
@@ -471,6 +474,11 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert cli_main(argv) == 0
     assert capsys.readouterr().out.count("finished, skipped") == 2
+    assert json.loads((out / "summary.json").read_text())["groups"] == summary["groups"]
+    # --report-only: a variant not yet recorded is left out of the report, nothing trains, --runs is not made
+    shutil.rmtree(runs)
+    assert cli_main(argv + ["--report-only", "--variants", "standard", "harmonic", "harmonic_iou"]) == 0
+    assert "2/3 runs recorded" in capsys.readouterr().out and not runs.exists()
     assert json.loads((out / "summary.json").read_text())["groups"] == summary["groups"]
     # other settings than a record's are refused before anything trains
     assert cli_main(argv + ["--epochs", "3"]) == 2

@@ -333,13 +333,20 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
                for s in args.seeds for v in args.variants]
     for settings in planned:  # every run's settings are checked before any trains
         yolo_run_state(settings, runs / settings.name, out / "runs" / settings.name)
-    data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
-    for folder in folders:
-        folder.mark()
-    for settings in planned:
-        execute_yolo_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
-    for settings in planned:
-        record_overlap(settings, runs / settings.name, out / "runs" / settings.name, data_yaml, args.overlap_images)
+    if args.report_only:  # the records as they are: nothing trains, no run folder is touched
+        data_yaml = Path(args.data) / "yolo" / "data.yaml"
+        if not data_yaml.is_file():
+            raise ValueError(f"--data {args.data}: no {data_yaml} (the study's data, written by its first run)")
+        folders[0].mark()
+    else:
+        data_yaml = prepare_data(Path(args.data), args.train_images, args.val_images)
+        for folder in folders:
+            folder.mark()
+        for settings in planned:
+            execute_yolo_run(settings, data_yaml, runs, out / "runs" / settings.name, threads=args.threads, say=say)
+        for settings in planned:
+            record_overlap(settings, runs / settings.name, out / "runs" / settings.name, data_yaml,
+                           args.overlap_images)
     if args.no_report:
         return None
     ground_truth = json.loads((data_yaml.parent / "val.json").read_text(encoding="utf-8"))
@@ -351,7 +358,8 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
         from harmonicdet.integrations.ultralytics.measurement import bench_steps
     bench = (bench_steps(args.model, {v: variant_options(v) for v in args.variants}, args.bench_reps, args.imgsz,
                          args.batch) if args.bench_reps else None)
-    factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in planned}
+    factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in planned
+               if (out / "runs" / s.name / "factors.json").is_file()}
     overlaps = {s.name: json.loads((out / "runs" / s.name / "overlap.json").read_text()) for s in planned
                 if (out / "runs" / s.name / "overlap.json").is_file()}
     # YOLOv8/11/26 detect at strides 8, 16 and 32

@@ -42,9 +42,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--overlap-images", type=int, default=512,
                    help="training images on which each run's final weights measure the overlap of the Harmonic "
                         "weights with TAL's target (overlap.json, factors.md; default 512, 0: no)")
-    p.add_argument("--no-report", action="store_true",
-                   help="train and evaluate only; e.g. one process per variant side by side "
-                        "(scripts/yolo_study_lanes.sh), then one call without it writes the report")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-report", action="store_true",
+                      help="train and evaluate only; e.g. one process per variant side by side "
+                           "(scripts/yolo_study_lanes.sh), then one call without it writes the report")
+    mode.add_argument("--report-only", action="store_true",
+                      help="write the report from the runs recorded so far; trains nothing (runs not yet "
+                           "recorded are left out of it)")
     p.set_defaults(func=_run)
 
 
