@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import socket
 import struct
 from pathlib import Path
 
@@ -66,6 +67,21 @@ def fashion_mnist(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(ENV_VAR, str(folder))
         yield folder
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuses (and counts) every socket connection and DNS lookup: the list of calls, empty when none was tried."""
+    calls = []
+
+    def deny(*args, **kwargs):
+        calls.append(args[:1])
+        raise OSError("network refused by the test")
+
+    for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                        (socket, "getaddrinfo")):
+        monkeypatch.setattr(owner, name, deny)
+    return calls
 
 
 @pytest.fixture(scope="module")

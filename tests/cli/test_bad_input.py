@@ -563,3 +563,45 @@ def test_consistency_names_the_file_and_entry(scenes, tmp_path, capsys, monkeypa
     code, err = run_cli(capsys, *argv)
     assert_refused(code, err, *named)
     assert not (tmp_path / "cons").exists()
+
+
+# ------------------------------------------------------------------ detr-study
+
+DETR_PARSER_CASES = [
+    (["--iterations", "0"], "argument --iterations: must be at least 1, got 0"),
+    (["--batch", "-4"], "argument --batch: must be at least 1, got -4"),
+    (["--eval-every", "x"], "argument --eval-every: invalid positive_int value: 'x'"),
+    (["--arch", "detr"], "argument --arch: invalid choice: 'detr' (choose from 'rt_detr', 'rt_detr_v2', 'd_fine')"),
+    (["--detach-factors", "beta"], ("argument --detach-factors: invalid choice: 'beta' (choose from 'False', "
+                                    "'True', 'beta_c', 'beta_r')")),
+]
+
+
+@pytest.mark.parametrize("args,line", DETR_PARSER_CASES, ids=[" ".join(c[0]) for c in DETR_PARSER_CASES])
+def test_detr_study_refuses_a_bad_option_value_in_one_line_naming_it(tmp_path, capsys, args, line):
+    """Refused by the parser (which needs no transformers): exit code 2, one line naming the option, nothing written."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["detr-study", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--data",
+              str(tmp_path / "data"), *args])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [e for e in err.splitlines() if e.startswith("harmonicdet")] == [f"harmonicdet detr-study: error: {line}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+DETR_STUDY_CASES = [
+    (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--batch", "32", "--train-images", "16"], "--batch 32 is larger than --train-images 16"),
+]
+
+
+@pytest.mark.parametrize("args,line", DETR_STUDY_CASES, ids=[" ".join(c[0]) for c in DETR_STUDY_CASES])
+def test_detr_study_refuses_bad_settings_before_writing_anything(tmp_path, capsys, args, line):
+    pytest.importorskip("transformers")
+    code, err = run_cli(capsys, "detr-study", "--out", tmp_path / "out", "--runs", tmp_path / "runs", "--data",
+                        tmp_path / "data", *args)
+    assert_refused(code, err)
+    assert [e for e in err.splitlines() if e.startswith("harmonicdet")] == [f"harmonicdet detr-study: error: {line}"]
+    assert list(tmp_path.iterdir()) == []

@@ -103,6 +103,20 @@ def test_yolo_study_refuses_foreign_out_and_runs_before_writing_data(tmp_path, r
         assert not (tmp_path / "data").exists()
 
 
+def test_detr_study_refuses_foreign_out_and_runs_before_writing_data(tmp_path, refused):
+    pytest.importorskip("transformers")
+    for flag in ("--out", "--runs"):
+        out = user_folder(tmp_path / flag.strip("-"), "notes.txt")
+        argv = ["detr-study", "--out", tmp_path / "report", "--runs", tmp_path / "runs", "--data", tmp_path / "data"]
+        argv[argv.index(flag) + 1] = out
+        line = refused(*argv)
+        assert line == (f"harmonicdet detr-study: error: {flag} {out} holds files `harmonicdet detr-study` did not "
+                        "make (notes.txt); choose a new or empty folder")
+        other = argv[argv.index("--runs" if flag == "--out" else "--out") + 1]
+        assert snapshot(out)[0] == {"notes.txt": b"the user's own notes.txt"}
+        assert not other.exists() and not (tmp_path / "data").exists()
+
+
 def test_yolo_study_folders_made_before_markers_are_its_own(tmp_path):
     """The record layout (OUT/runs/<run>/...) and Ultralytics' run folders (RUNS/<run>, RUNS/<run>-val) of a study
     made before markers are accepted as the study's (a later sitting resumes them), a foreign one is not."""
@@ -194,8 +208,8 @@ def test_every_writing_command_is_covered():
     from harmonicdet.cli import build_parser
 
     subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
-    writes_no_folder = {"gradients"}  # gradients --out is one JSON file; yolo-study has its own test above
-    top = {name.split()[0] for name in COMMANDS} | writes_no_folder | {"yolo-study"}
+    writes_no_folder = {"gradients"}  # gradients --out is one JSON file; the studies have their own tests above
+    top = {name.split()[0] for name in COMMANDS} | writes_no_folder | {"yolo-study", "detr-study"}
     assert set(subparsers) == top
     data = next(a for a in subparsers["data"]._actions if a.dest == "data_command").choices
     assert {f"data {name}" for name in data} <= set(COMMANDS)

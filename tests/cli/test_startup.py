@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "torchvision", "numpy", "matplotlib", "pydantic", "ultralytics", "PIL", "scipy", "yaml")
+HEAVY = ("torch", "torchvision", "numpy", "matplotlib", "pydantic", "ultralytics", "transformers", "PIL", "scipy",
+         "yaml")
 
 
 def test_building_the_parser_imports_nothing_heavy():
@@ -20,7 +21,8 @@ def test_building_the_parser_imports_nothing_heavy():
 
 def test_help_lists_every_command():
     done = subprocess.run([sys.executable, "-m", "harmonicdet", "--help"], capture_output=True, text=True, check=True)
-    for command in ("train", "demo", "study", "predict", "figures", "consistency", "draw", "data", "yolo-study"):
+    for command in ("train", "demo", "study", "predict", "figures", "consistency", "draw", "data", "yolo-study",
+                    "detr-study"):
         assert f"    {command}" in done.stdout, command
 
 
@@ -58,3 +60,23 @@ def test_a_refused_yolo_study_writes_nothing(tmp_path):
     lines = done.stderr.splitlines()
     assert [line for line in lines if line.startswith("harmonicdet")] == lines[-1:]
     assert list(work.iterdir()) == []
+
+
+def test_without_transformers_the_command_starts_and_detr_study_says_to_install_the_extra(tmp_path):
+    """With transformers unimportable, `--help` lists every command and another command's help works; `detr-study`
+    exits 2 with one line naming the extra, and writes nothing."""
+    code = ("import sys\nsys.modules['transformers'] = None  # `import transformers` raises ImportError\n"
+            "from harmonicdet.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+
+    def harmonicdet(*argv):
+        return subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True)
+
+    listed = harmonicdet("--help")
+    assert listed.returncode == 0 and "    detr-study" in listed.stdout and "    yolo-study" in listed.stdout
+    assert harmonicdet("consistency", "--help").returncode == 0
+    done = harmonicdet("detr-study", "--out", "out", "--runs", "runs", "--data", "data")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        ("harmonicdet detr-study: error: needs the transformers extra: pip install -e '.[transformers]' in a "
+         "checkout, or 'harmonicdet[transformers]' (import of transformers halted; None in sys.modules)")]
+    assert list(tmp_path.iterdir()) == []

@@ -1,11 +1,10 @@
 """The Harmonic loss in transformers' RT-DETR / D-FINE (harmonicdet.integrations.transformers): the stock loss kept
 exactly with the coupling off, Eq. S-1 per matched query against a hand-written reference, the coupling, degenerate
 batches, training offline (a plain loop and transformers' Trainer), checkpoints that load without harmonicdet, and
-the COCO results."""
+the COCO results; the study is tests/apps/test_detr_study.py."""
 
 import json
 import math
-import socket
 import subprocess
 import sys
 
@@ -30,21 +29,6 @@ from harmonicdet.losses import DETACH_MODES  # noqa: E402
 
 STOCK = {"rt_detr": RTDetrForObjectDetectionLoss, "rt_detr_v2": RTDetrForObjectDetectionLoss,
          "d_fine": DFineForObjectDetectionLoss}
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Refuses (and counts) every socket connection and DNS lookup."""
-    calls = []
-
-    def deny(*args, **kwargs):
-        calls.append(args[:1])
-        raise OSError("network refused by the test")
-
-    for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
-                        (socket, "getaddrinfo")):
-        monkeypatch.setattr(owner, name, deny)
-    return calls
 
 
 def _batch(empty=(False, False)):
@@ -293,36 +277,3 @@ def test_detr_labels_and_coco_results_by_hand():
     assert records[0]["image_id"] == 7 and records[0]["bbox"] == [80.0, 30.0, 40.0, 40.0]
     assert records[1]["bbox"] == [40.0, 20.0, 20.0, 10.0]
     json.dumps(records)
-
-
-@pytest.mark.slow
-def test_study_trains_resumes_and_reports(scenes, tmp_path, no_network):
-    """The study's command on the test scenes: stock and harmonicdet with beta_c detached, one seed, two iterations
-    each, the study report's summary.json (paired deltas, the harmonic run's factors); a run whose record is removed
-    resumes from last.pt."""
-    from transformers import RTDetrForObjectDetection
-
-    from harmonicdet.integrations.transformers.study import main
-
-    def argv(iterations):
-        return ["--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"), "--data", str(scenes),
-                "--train-images", "16", "--val-images", "8", "--size", "tiny", "--seeds", "0", "--iterations",
-                str(iterations), "--batch", "4", "--eval-every", "1", "--eval-images", "4", "--bootstrap", "10",
-                "--variants", "standard", "harmonicdet", "--detach-factors", "beta_c"]
-
-    summary = main(argv(2), say=lambda text: None)
-    assert sorted(r["variant"] for r in summary["runs"]) == ["harmonicdet_beta_c", "standard"]
-    harmonic = next(r for r in summary["runs"] if r["variant"] == "harmonicdet_beta_c")
-    assert harmonic["iterations"] == 2 and 0 < harmonic["late_stats"]["beta_c"] <= 1
-    assert [h["iteration"] for h in harmonic["history"]] == [1, 2]
-    group = next(g for g in summary["groups"] if g["variant"] == "harmonicdet_beta_c")
-    assert group["delta"]["AP"]["seeds"] == [0] and group["bootstrap"] is not None
-    assert json.loads((tmp_path / "report" / "summary.json").read_text())["study"] == "report"
-    run = tmp_path / "runs" / "rt_detr_tiny-harmonicdet_beta_c-s0"
-    assert isinstance(RTDetrForObjectDetection.from_pretrained(run / "model"), RTDetrForObjectDetection)
-    (run / "eval.json").unlink()
-    summary = main(argv(3), say=lambda text: None)
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
-    assert next(r for r in summary["runs"] if r["variant"] == "harmonicdet_beta_c")["iterations"] == 3
-    assert no_network == []

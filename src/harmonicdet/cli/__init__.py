@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "harmonicdet.cli.draw",
     "harmonicdet.cli.data",
     "harmonicdet.cli.yolo",  # imports Ultralytics only when run
+    "harmonicdet.cli.detr",  # imports transformers only when run
 )
 
 
@@ -47,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bad input is the user's to fix: one line naming it, no traceback
         print(f"harmonicdet {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
+
+
+def positive_int(text: str) -> int:
+    """An option's integer value, at least 1 (an ``argparse`` ``type``: a bad value exits 2 naming the option)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def error_line(err: BaseException) -> str:

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from harmonicdet.cli import positive_int
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,15 +23,15 @@ def add_parser(subparsers: Any) -> None:
                         "PRESET_beta_r / PRESET_beta_c detaches that factor, PRESET_prob takes beta_c as the "
                         "predicted probability of the assigned class (default standard harmonic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=_positive_int, default=100)
-    p.add_argument("--eval-every", type=_positive_int, default=5, help="epochs between validations (default 5)")
-    p.add_argument("--train-images", type=_positive_int, default=2000, help="training scenes (default 2000)")
-    p.add_argument("--val-images", type=_positive_int, default=300, help="validation scenes (default 300)")
-    p.add_argument("--imgsz", type=_positive_int, default=128)
-    p.add_argument("--batch", type=_positive_int, default=16)
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=100)
+    p.add_argument("--eval-every", type=positive_int, default=5, help="epochs between validations (default 5)")
+    p.add_argument("--train-images", type=positive_int, default=2000, help="training scenes (default 2000)")
+    p.add_argument("--val-images", type=positive_int, default=300, help="validation scenes (default 300)")
+    p.add_argument("--imgsz", type=positive_int, default=128)
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bootstrap", type=_positive_int, default=300, help="paired bootstrap samples (default 300)")
+    p.add_argument("--bootstrap", type=positive_int, default=300, help="paired bootstrap samples (default 300)")
     p.add_argument("--bench-reps", type=int, default=0,
                    help="also time training steps of each variant, interleaved in one process (default 0: no)")
     p.add_argument("--overlap-images", type=int, default=512,

@@ -23,8 +23,8 @@ writes a stock checkpoint that loads in a process that never imported harmonicde
 reloaded model trains with the stock loss until the function is set again.
 
 :mod:`.evaluation` turns the model's outputs into COCO results for the package's COCO
-evaluator and consistency report; :mod:`.study` trains and reports stock vs harmonic runs on the
-scenes (``python -m harmonicdet.integrations.transformers.study``).
+evaluator and consistency report; ``harmonicdet detr-study`` (:mod:`harmonicdet.apps.detr_study`) trains and
+reports stock vs harmonic runs on the scenes.
 """
 
 from __future__ import annotations
