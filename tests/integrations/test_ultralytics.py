@@ -157,6 +157,68 @@ def test_options_validated_early():
     assert criterion.loss_names == criterion.item_names == ("box_loss", "cls_loss", "dfl_loss")
 
 
+def test_box_loss_none_is_accepted_alone_and_refused_otherwise():
+    """``box_loss="none"`` (HIoU in CIoU's place) needs alpha > 0; any other box_loss is refused, naming it."""
+    assert loss_options("harmonicdet", box_loss="none").box_loss == "none"
+    assert loss_options("harmonic_iou", box_loss=None) == loss_options("harmonic_iou")  # left out: CIoU kept
+    trainer = HarmonicDetectionTrainer.with_options("harmonicdet", box_loss="none")
+    assert trainer.loss_spec == {"loss": "harmonicdet", "box_loss": "none"}
+    for preset, options in (("harmonicdet", {"box_loss": "giou"}), ("harmonic_iou", {"box_loss": "smooth_l1"}),
+                            ("harmonicdet", {"box_loss": "ciou"}), ("harmonic", {"box_loss": "none"}),
+                            ("harmonicdet", {"box_loss": "none", "alpha": 0.0}), ("standard", {"box_loss": "none"})):
+        with pytest.raises(ValueError, match="box_loss"):
+            loss_options(preset, **options)
+        with pytest.raises(ValueError, match="box_loss"):
+            HarmonicDetectionTrainer.with_options(preset, **options)
+
+
+@pytest.mark.parametrize("box_loss", [None, "none"])
+def test_harmonic_loss_is_the_hand_computation(box_loss):
+    """``harmonicdet`` on a real batch, rebuilt by hand from the criterion's per-anchor terms: L_loc the gain-weighted
+    mean of CIoU, DFL's KL and HIoU (``box_loss="none"``: without the CIoU part, whose logged entry is then 0),
+    Eq. S-1's factors, the split of the localisation total by each part's value, the TC term."""
+    from harmonicdet.losses.harmonic_iou_loss import harmonic_iou_from_iou
+    from harmonicdet.losses.task_contrast_loss import task_contrast_loss
+
+    model = _model("yolov8n.yaml")
+    batch = _batch()
+    options = loss_options("harmonicdet", **({} if box_loss is None else {"box_loss": box_loss}))
+    criterion = build_criterion(model, options)
+    seen = {}
+    anchor_terms = criterion.anchor_terms
+    criterion.anchor_terms = lambda *a: seen.setdefault("terms", anchor_terms(*a))
+    loss, items = criterion(model(batch["img"]), batch)
+    loss = loss.detach()
+    t = {k: v.detach() if k == "label" else v.detach().double() for k, v in seen["terms"].items()}
+    assert t["iou"].numel() > 0
+    hyp, n = criterion.hyp, batch["img"].shape[0]
+    g_box, g_cls, g_dfl, alpha = float(hyp.box), float(hyp.cls), float(hyp.dfl), options.alpha
+    kl, dfl_kl = t["bce"] - t["cls_entropy"], t["dfl"] - t["dfl_entropy"]
+    hiou = harmonic_iou_from_iou(t["iou"], options.gamma)
+    parts = {"dfl": (g_dfl, dfl_kl), "hiou": (alpha * g_box, hiou)}
+    if box_loss is None:
+        parts["box"] = (g_box, t["box"])
+    gains = sum(g for g, _ in parts.values())
+    loc = sum(g * c for g, c in parts.values()) / gains
+    beta_c, beta_r = torch.exp(-kl), torch.exp(-loc)
+    w = t["weight"]
+    # T = max(1, sum of TAL's scores): the foreground weights are its only non-zero entries
+    total = w.sum().clamp(min=1)
+    cls = g_cls * (t["cls_bg"] + ((1 + beta_r) * kl).sum() + t["cls_entropy"].sum()) / total
+    loc_total = (w * ((1 + beta_c) * gains * loc + g_dfl * t["dfl_entropy"])).sum() / total
+    values = {name: (w * (1 + beta_c) * g * c).sum() for name, (g, c) in parts.items()}
+    values["dfl"] = values["dfl"] + (w * g_dfl * t["dfl_entropy"]).sum()
+    split = {name: loc_total * v / sum(values.values()) for name, v in values.items()}
+    gt_prob = t["probs"].gather(1, t["label"].unsqueeze(1)).squeeze(1)
+    tc = task_contrast_loss(t["probs"], gt_prob, t["iou"], margin=options.tc_margin).sum() / total
+    expected = torch.stack([split.get("box", torch.zeros((), dtype=torch.float64)), cls, split["dfl"],
+                            split["hiou"], tc]) * n
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    assert (float(loss[0]) == 0.0) == (box_loss == "none")
+    torch.testing.assert_close(sum(items.values()), loss.sum() / n, rtol=1e-6, atol=0)
+    torch.testing.assert_close(items["box_loss"], loss[0] / n + loss[3] / n, rtol=1e-6, atol=0)
+
+
 def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
     from harmonicdet.apps.yolo_study import variant_loss, variant_options
 
@@ -165,6 +227,12 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
     assert variant_loss("harmonic_iou_beta_c") == ("harmonic_iou", {"detach_factors": "beta_c"})
     assert variant_loss("standard_beta_r") == ("standard_beta_r", {})  # nothing to detach: not a preset
     assert variant_loss("harmonicdet_prob") == ("harmonicdet", {"beta_c_mode": "prob"})
+    assert variant_loss("harmonicdet_hiou_only") == ("harmonicdet", {"box_loss": "none"})
+    assert variant_loss("harmonic_iou_hiou_only") == ("harmonic_iou", {"box_loss": "none"})
+    assert variant_loss("standard_hiou_only") == ("standard_hiou_only", {})
+    assert variant_options("harmonicdet_hiou_only").box_loss == "none"
+    with pytest.raises(ValueError, match="box_loss"):
+        variant_options("harmonic_hiou_only")  # no HIoU to stand in CIoU's place
     assert variant_options("harmonicdet_prob").beta_c_mode == "prob" and variant_options("harmonicdet_prob").alpha == 1.5
     assert variant_options("harmonic_beta_r").detach_factors == "beta_r" and variant_options("standard") is None
     out = tmp_path / "out"

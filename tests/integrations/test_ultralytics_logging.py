@@ -28,7 +28,8 @@ from harmonicdet.integrations.ultralytics.run_log import (  # noqa: E402
 
 STOCK = ("box_loss", "cls_loss", "dfl_loss")
 PRESETS = [("standard", {}), ("harmonic", {}), ("harmonic_iou", {}), ("harmonicdet", {}),
-           ("harmonicdet", {"detach_factors": "beta_r"}), ("harmonicdet", {"beta_c_mode": "prob"})]
+           ("harmonicdet", {"detach_factors": "beta_r"}), ("harmonicdet", {"beta_c_mode": "prob"}),
+           ("harmonicdet", {"box_loss": "none"})]
 
 
 def _model(cfg, preset, options, split_items=False):
@@ -65,7 +66,8 @@ def _loss_of_terms(criterion, images):
 
 
 # every preset on YOLOv8; YOLO26's end-to-end criterion with a task-contrasting term that is not 0 on this batch
-CASES = [("yolov8n.yaml", preset, options) for preset, options in PRESETS] + [("yolo26n.yaml", "harmonicdet", {})]
+CASES = [("yolov8n.yaml", preset, options) for preset, options in PRESETS] + [
+    ("yolo26n.yaml", "harmonicdet", {}), ("yolo26n.yaml", "harmonicdet", {"box_loss": "none"})]
 
 
 @pytest.mark.parametrize("cfg,preset,options", CASES)
@@ -91,6 +93,8 @@ def test_items_are_ultralytics_columns_and_sum_to_the_loss(cfg, preset, options)
             expected[into] = expected[into] + expected.pop(term)
     assert all(torch.equal(items[k], expected[k]) for k in items)
     assert cfg == "yolov8n.yaml" or float(split_items["tc_loss"]) > 0
+    if options.get("box_loss") == "none":  # no CIoU part: box_loss logs HIoU alone
+        assert float(split_items["box_loss"]) == 0.0 and float(split_items["hiou_loss"]) > 0
 
 
 @pytest.mark.parametrize("cfg,third", [("yolov8n.yaml", "dfl_loss"), ("yolo26n.yaml", "l1_loss")])

@@ -86,7 +86,8 @@ def test_measure_overlap_leaves_the_model_unchanged(tmp_path):
     assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("variant", ["harmonicdet", "harmonicdet_beta_r", "harmonic_iou", "harmonicdet_prob"])
+@pytest.mark.parametrize("variant", ["harmonicdet", "harmonicdet_beta_r", "harmonic_iou", "harmonicdet_prob",
+                                     "harmonicdet_hiou_only", "harmonic_iou_hiou_only"])
 def test_study_presets_take_a_finite_step(variant):
     """Each preset of the YOLO study trains one step of YOLOv8n with a finite loss and finite, non-zero gradients."""
     from harmonicdet.apps.yolo_study import variant_options
@@ -107,5 +108,7 @@ def test_study_presets_take_a_finite_step(variant):
     assert grads and all(torch.isfinite(g).all() for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
     stats = criterion.last_stats
     assert stats["num_fg"] > 0 and 0 <= float(stats["reversed_frac"]) <= 1
+    if variant.endswith("_hiou_only"):  # CIoU dropped: the box_loss entry is 0, HIoU and DFL train the boxes
+        assert float(loss[0].detach()) == 0.0 and float(loss[2].detach()) > 0 and float(loss[3].detach()) > 0
     if variant.endswith("_beta_r"):
         assert float(stats["reversed_frac"]) == 0.0  # beta_r a constant: no reversed box gradient (Eq. S-5)

@@ -64,12 +64,17 @@ from harmonicdet.losses import HarmonicOptions
 _FACTOR_KEYS = ("beta_c", "beta_c_bce", "beta_c_ceiling", "beta_c_gains_inside", "beta_r", "beta_r_std",
                 "beta_r_gains_inside", "beta_r_gains_inside_std", "reversed_frac", "target_score")
 _DETACHABLE = ("beta_r", "beta_c")
+_HIOU_ONLY = "_hiou_only"
 
 
 def variant_loss(variant: str) -> Tuple[str, Dict[str, Any]]:
     """A variant's loss preset and options: ``PRESET``, ``PRESET_beta_r`` / ``PRESET_beta_c`` for that preset
-    with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``, or
-    ``PRESET_prob`` with ``beta_c_mode="prob"``. :func:`variant_options` validates them."""
+    with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``,
+    ``PRESET_prob`` with ``beta_c_mode="prob"``, or ``PRESET_hiou_only`` with ``box_loss="none"`` (HIoU in
+    CIoU's place; ``harmonic_iou`` and ``harmonicdet`` only, which have HIoU). One suffix per variant: they
+    do not combine. :func:`variant_options` validates them."""
+    if variant.endswith(_HIOU_ONLY) and variant[: -len(_HIOU_ONLY)] != "standard":
+        return variant[: -len(_HIOU_ONLY)], {"box_loss": "none"}
     if variant.endswith("_prob") and variant[: -len("_prob")] != "standard":
         return variant[: -len("_prob")], {"beta_c_mode": "prob"}
     for factor in _DETACHABLE:

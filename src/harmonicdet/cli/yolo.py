@@ -21,7 +21,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--variants", nargs="+", default=["standard", "harmonic"],
                    help="loss presets: standard (Ultralytics' own loss), harmonic, harmonic_iou, harmonicdet; "
                         "PRESET_beta_r / PRESET_beta_c detaches that factor, PRESET_prob takes beta_c as the "
-                        "predicted probability of the assigned class (default standard harmonic)")
+                        "predicted probability of the assigned class, PRESET_hiou_only (harmonic_iou, harmonicdet) "
+                        "drops CIoU, HIoU in its place as on FCOS; one suffix per variant "
+                        "(default standard harmonic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=positive_int, default=100)
     p.add_argument("--eval-every", type=positive_int, default=5, help="epochs between validations (default 5)")

@@ -27,7 +27,9 @@ normalised alignment metric of the assigned class, 0 elsewhere) and ``w = sum_k 
 * ``L_loc = (box_gain * box + dfl_gain * (dfl - H_dfl) [+ alpha * box_gain * HIoU]) / G``,
   ``G`` the sum of those gains: the box loss as Ultralytics weighs its parts, but on the
   scale of one unit-weight loss. DFL's two-bin soft target has the same entropy floor
-  ``H_dfl`` (mean over the 4 sides), removed likewise; YOLO26's L1 has none.
+  ``H_dfl`` (mean over the 4 sides), removed likewise; YOLO26's L1 has none. Option
+  ``box_loss="none"`` (``alpha > 0``) drops the CIoU part (HIoU in its place, as on FCOS;
+  ``box_loss`` then logs 0 before HIoU is added to it).
 
 ``beta_c = exp(-L_cls)`` (or with ``beta_c_mode="prob"`` the sigmoid probability of the
 assigned class), ``beta_r = exp(-L_loc)``: **the gains sit outside the exponentials**. With

@@ -33,7 +33,8 @@ __all__ = ["DEFAULT_PRESET", "EXTRA_TERMS", "FOLDED_INTO", "YOLO_PRESETS", "Harm
 
 YOLO_PRESETS = ("standard", "harmonic", "harmonic_iou", "harmonicdet")
 DEFAULT_PRESET = "harmonic"
-_REFUSED_OPTIONS = ("box_loss", "positive_weight")  # YOLO keeps its own box loss; no control preset here
+_REFUSED_OPTIONS = ("positive_weight",)  # no control preset here
+_BOX_LOSSES = ("none",)  # box_loss: "none" drops CIoU (HIoU in its place, as on FCOS); None/absent keeps it
 EXTRA_TERMS = ("hiou_loss", "tc_loss")
 FOLDED_INTO = {"hiou_loss": "box_loss", "tc_loss": "cls_loss"}  # the logged item a term adds to when not its own
 
@@ -42,14 +43,18 @@ def loss_options(loss: str = DEFAULT_PRESET, **overrides: Any) -> Optional[Harmo
     """The validated options of a preset for YOLO; ``None`` for ``"standard"`` (Ultralytics' own loss).
 
     Presets and options as :func:`harmonicdet.models.presets.harmonic_options` (``alpha``,
-    ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``); ``box_loss`` is refused
-    (YOLO keeps CIoU + DFL/L1), as are the presets ``qfl`` and ``standard_posweight``.
+    ``gamma``, ``tc_margin``, ``detach_factors``, ``beta_c_mode``). ``box_loss="none"`` (needs ``alpha > 0``)
+    drops CIoU from ``L_loc``, leaving DFL/L1 and HIoU (HIoU in CIoU's place, as on FCOS); any other
+    ``box_loss`` is refused (left out, YOLO keeps CIoU), as are the presets ``qfl`` and ``standard_posweight``.
     """
     if loss not in YOLO_PRESETS:
         raise ValueError(f"loss must be one of {YOLO_PRESETS} for Ultralytics, got {loss!r}")
     refused = sorted(set(overrides) & set(_REFUSED_OPTIONS))
     if refused:
-        raise ValueError(f"option(s) {refused} are not available with Ultralytics (YOLO keeps its own box loss)")
+        raise ValueError(f"option(s) {refused} are not available with Ultralytics")
+    if overrides.get("box_loss") is not None and overrides["box_loss"] not in _BOX_LOSSES:
+        raise ValueError(f"box_loss must be 'none' (HIoU in CIoU's place) or left out with Ultralytics, "
+                         f"got {overrides['box_loss']!r}")
     return harmonic_options(loss, overrides)
 
 
@@ -202,7 +207,8 @@ class HarmonicDetectionLoss(v8DetectionLoss):
         kl = terms["bce"] - terms["cls_entropy"]
         dtype = kl.dtype
         dfl_kl = terms["dfl"] - terms["dfl_entropy"]
-        parts = [(g_box, terms["box"]), (g_dfl, dfl_kl)]
+        keep_box = opts.box_loss != "none"  # "none": CIoU dropped, HIoU in its place (as on FCOS)
+        parts = ([(g_box, terms["box"])] if keep_box else []) + [(g_dfl, dfl_kl)]
         if opts.alpha > 0:
             parts.append((opts.alpha * g_box, harmonic_iou_from_iou(terms["iou"], opts.gamma)))
         gains = sum(g for g, _ in parts)
@@ -216,13 +222,15 @@ class HarmonicDetectionLoss(v8DetectionLoss):
         loc_total = (weight * (gains * loc_term + g_dfl * terms["dfl_entropy"])).sum() / target_scores_sum
         with torch.no_grad():  # the logged split of loc_total into its parts, by their values
             factor = 1 + (beta_c if beta_c is not None else torch.exp(-kl))
-            values = [(weight * factor * g_box * terms["box"]).sum(),
-                      (weight * (factor * g_dfl * dfl_kl + g_dfl * terms["dfl_entropy"])).sum()]
+            values = ([(weight * factor * g_box * terms["box"]).sum()] if keep_box else []) + [
+                (weight * (factor * g_dfl * dfl_kl + g_dfl * terms["dfl_entropy"])).sum()]
             if opts.alpha > 0:
-                values.append((weight * factor * parts[2][0] * parts[2][1]).sum())
+                values.append((weight * factor * parts[-1][0] * parts[-1][1]).sum())
             values = torch.stack(values)
             shares = values / values.sum().clamp(min=torch.finfo(values.dtype).tiny)
         box_parts = loc_total * shares.to(loc_total.dtype)
+        if not keep_box:  # the box_loss entry: 0, no CIoU part
+            box_parts = torch.cat([box_parts.new_zeros(1), box_parts])
         out = [box_parts[0], cls_total, box_parts[1]]
         if opts.alpha > 0:
             out.append(box_parts[2])
