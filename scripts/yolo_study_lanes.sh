@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `harmonicdet yolo-study` as one process per variant side by side (one torch thread each: 2 cores,
-# 2 variants), then one call that writes the report from the records (and runs --bench-reps, if given).
+# 2 variants), then one call that reports every run recorded in --out (and runs --bench-reps if given).
 # Usage: scripts/yolo_study_lanes.sh [yolo-study options other than --variants, --data, --no-report]
 # Environment: VARIANTS (default "standard harmonic"), DATA (default data/yolo_scenes), PYTHON, LOG_DIR.
 # A stopped lane leaves its run resumable from Ultralytics' last.pt; run the script again to go on.

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("ultralytics")
 
@@ -548,5 +549,17 @@ def test_yolo_study_records_resumes_and_reports(tmp_path, monkeypatch, capsys):
     assert cli_main(argv + ["--report-only", "--variants", "standard", "harmonic", "harmonic_iou"]) == 0
     assert "2/3 runs recorded" in capsys.readouterr().out and not runs.exists()
     assert json.loads((out / "summary.json").read_text())["groups"] == summary["groups"]
+    # a call training one variant (a lane) reports the whole study: the other records, the baseline first
+    assert cli_main(argv + ["--report-only", "--variants", "harmonic"]) == 0
+    assert "2/2 runs recorded" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["groups"] == summary["groups"]
+    # a record made with other settings is refused by name, not mixed into the report
+    odd = out / "runs" / "yolov8n-harmonic_iou-s0"
+    shutil.copytree(out / "runs" / "yolov8n-harmonic-s0", odd)
+    settings = yaml.safe_load((odd / "config.yaml").read_text())
+    (odd / "config.yaml").write_text(yaml.safe_dump(settings | {"variant": "harmonic_iou", "epochs": 3}))
+    assert cli_main(argv + ["--report-only", "--variants", "harmonic"]) == 2
+    assert f"{odd / 'config.yaml'}: recorded with other settings" in capsys.readouterr().err
+    shutil.rmtree(odd)
     # other settings than a record's are refused before anything trains
     assert cli_main(argv + ["--epochs", "3"]) == 2

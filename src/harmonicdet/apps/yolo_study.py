@@ -43,7 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -165,6 +165,26 @@ def yolo_run_state(settings: YoloRunSettings, directory: Path, record: Path) -> 
         return "new"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     return "interrupted" if checkpoint.get("optimizer") is not None and checkpoint.get("epoch", -1) >= 0 else "trained"
+
+
+def study_runs(out: Path, planned: List[YoloRunSettings]) -> List[YoloRunSettings]:
+    """The runs the report covers: ``planned`` and every other run recorded under ``out/runs`` (``standard``
+    first, then by variant and seed), so that a call training some variants (one lane of
+    ``scripts/yolo_study_lanes.sh``) reports the whole study with its baseline. A record made with other settings
+    than ``planned`` (model, epochs, data...) is a ``ValueError`` naming it: one report never mixes settings."""
+    runs = {settings.name: settings for settings in planned}
+    for saved in sorted((out / "runs").glob("*/config.yaml")):
+        try:
+            fields = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            fields = None
+        fields = fields if isinstance(fields, dict) else {}  # not a run's settings: refused just below
+        settings = replace(planned[0], variant=str(fields.get("variant")), seed=fields.get("seed"))
+        if saved.read_text(encoding="utf-8") != settings.dump():
+            raise ValueError(f"{saved}: recorded with other settings than {planned[0].name}'s; a study's --out "
+                             f"holds one setting: report it from its own --out")
+        runs.setdefault(settings.name, settings)
+    return sorted(runs.values(), key=lambda s: (s.variant != "standard", s.variant, s.seed))
 
 
 def prepare_data(folder: Path, num_train: int, num_val: int) -> Path:
@@ -338,6 +358,7 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
                for s in args.seeds for v in args.variants]
     for settings in planned:  # every run's settings are checked before any trains
         yolo_run_state(settings, runs / settings.name, out / "runs" / settings.name)
+    reported = study_runs(out, planned)
     if args.report_only:  # the records as they are: nothing trains, no run folder is touched
         data_yaml = Path(args.data) / "yolo" / "data.yaml"
         if not data_yaml.is_file():
@@ -358,17 +379,17 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
     spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
             "report_dir": str(out)}
     summary = write_report(spec, [{"name": s.name, "arch": s.arch, "variant": s.variant, "seed": s.seed,
-                                   "dir": str(out / "runs" / s.name)} for s in planned], ground_truth)
+                                   "dir": str(out / "runs" / s.name)} for s in reported], ground_truth)
     if args.bench_reps:
         from harmonicdet.integrations.ultralytics.measurement import bench_steps
     bench = (bench_steps(args.model, {v: variant_options(v) for v in args.variants}, args.bench_reps, args.imgsz,
                          args.batch) if args.bench_reps else None)
-    factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in planned
+    factors = {s.name: json.loads((out / "runs" / s.name / "factors.json").read_text()) for s in reported
                if (out / "runs" / s.name / "factors.json").is_file()}
-    overlaps = {s.name: json.loads((out / "runs" / s.name / "overlap.json").read_text()) for s in planned
+    overlaps = {s.name: json.loads((out / "runs" / s.name / "overlap.json").read_text()) for s in reported
                 if (out / "runs" / s.name / "overlap.json").is_file()}
     # YOLOv8/11/26 detect at strides 8, 16 and 32
     anchors_per_batch = args.batch * sum((args.imgsz // stride) ** 2 for stride in (8, 16, 32))
     write_text_atomic(factors_markdown(factors, bench, overlaps, anchors_per_batch), out / "factors.md")
-    say(f"[yolo-study] {len(summary['runs'])}/{len(planned)} runs recorded; report in {out}")
+    say(f"[yolo-study] {len(summary['runs'])}/{len(reported)} runs recorded; report in {out}")
     return summary

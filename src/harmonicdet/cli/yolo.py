@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> None:
                       help="train and evaluate only; e.g. one process per variant side by side "
                            "(scripts/yolo_study_lanes.sh), then one call without it writes the report")
     mode.add_argument("--report-only", action="store_true",
-                      help="write the report from the runs recorded so far; trains nothing (runs not yet "
-                           "recorded are left out of it)")
+                      help="write the report from the runs recorded so far in OUT/runs; trains nothing (runs "
+                           "not yet recorded are left out of it)")
     p.set_defaults(func=_run)
 
 
