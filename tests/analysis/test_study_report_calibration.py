@@ -1,4 +1,5 @@
-"""The study report's calibration numbers and table: LaECE, D-ECE, the isotonic baseline and TIDE per variant."""
+"""The study report's consistency and calibration numbers and tables: the inconsistency rates and calibration gap,
+LaECE, D-ECE, the isotonic baseline and TIDE per variant."""
 
 import json
 
@@ -23,7 +24,7 @@ def write_run(folder, results):
     folder.mkdir(parents=True)
     (folder / "eval.json").write_text(json.dumps({"metrics": {m: 0.5 for m in ("AP", "AP50", "AP75", "APs", "APm",
                                                                                 "APl")},
-                                                  "consistency": {"overall": {"spearman": 0.5, "pearson": 0.5}}}))
+                                                  "consistency": consistency_report(GT, results)}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "step_time": 0.1, "loss": 1.0}) + "\n"
                                                   for i in (10, 20)))
     (folder / "results.json").write_text(json.dumps(results))
@@ -66,3 +67,16 @@ def test_report_has_a_calibration_table_per_variant(tmp_path):
     assert "| arch | variant | LaECE | LaECE isotonic | D-ECE |" in table
     assert f"| fcos | standard | {standard['laece']['value']:.3f} |" in table
     assert (tmp_path / "report" / "plots" / "fcos" / "consistency_comparison.png").is_file()
+    # the consistency table by hand: standard's IoUs 1/3, 1, 1/3, 1 at scores 0.9, 0.8, 0.7, 0.6 (harmonicdet's
+    # 1, 1/3, 1, 1/3): half the detections scored >= 0.5 have IoU < 0.5, none with IoU >= 0.75 is scored < 0.2;
+    # the gap is the mean |IoU - score| (one detection a bin)
+    gaps = {"standard": (0.9 - 1 / 3 + 0.2 + 0.7 - 1 / 3 + 0.4) / 4,
+            "harmonicdet": (0.1 + 0.8 - 1 / 3 + 0.3 + 0.6 - 1 / 3) / 4}
+    for variant, gap in gaps.items():
+        mean = groups[variant]["mean"]
+        assert (mean["high_score_low_iou"], mean["low_score_high_iou"]) == (0.5, 0.0)
+        assert mean["calibration_gap"] == pytest.approx(gap)
+        row = f"| fcos | {variant} | {mean['spearman']:.3f} | {mean['pearson']:.3f} | 0.500 | 0.000 | {gap:.3f} |"
+        assert row in table
+    assert groups["harmonicdet"]["delta"]["calibration_gap"]["mean"] == pytest.approx(
+        gaps["harmonicdet"] - gaps["standard"])

@@ -9,7 +9,8 @@ and evaluation wrote into each run folder; it never imports the engine.
     {"study": str, "baseline": str, "bootstrap": {"samples": int, "seed": int},
      "runs": [{"name", "arch", "variant", "seed", "dir",
                "metrics": {"AP", "AP50", "AP75", "APs", "APm", "APl"},
-               "consistency": {"spearman", "pearson"},
+               "consistency": {"spearman", "pearson", "high_score_low_iou", "low_score_high_iou",
+                               "calibration_gap"},                   # eval.json's consistency report
                "calibration": {"laece", "laece_isotonic", "dece", "dece_isotonic",  # with the ground truth
                                "tide_ap50", "dap_cls", "dap_loc", "dap_both", "dap_dupe", "dap_bkg", "dap_miss"},
                "train_s": float | null, "iterations": int, "step_s": float,
@@ -18,7 +19,7 @@ and evaluation wrote into each run folder; it never imports the engine.
                "history": [{"iteration", "AP", "AP50", "AP75", "spearman"}],   # eval_history.jsonl
                "commits": [str], "device_name": str | null}],                 # provenance.json
      "groups": [{"arch", "variant", "seeds": [int],
-                 "mean": {metric: float}, "std": {metric: float | null},   # metrics, "spearman", calibration
+                 "mean": {metric: float}, "std": {metric: float | null},   # metrics, consistency, calibration
                  "delta": {metric: {"mean", "std", "seeds"}} | null,       # paired by seed, vs baseline
                  "bootstrap": {"AP" | "AP50" | "AP75": {"delta", "low", "high", "std"}} | null,
                  "convergence": {"iterations": [int], "AP_mean": [float], "AP_std": [float | null],
@@ -38,6 +39,10 @@ evaluated iteration at which the variant's mean AP reaches it (``null``: never).
 arch and seed (same initial weights and data order) and gives the mean and spread
 of those differences; ``bootstrap`` is the paired bootstrap over validation images
 of :mod:`harmonicdet.analysis.paired_bootstrap` over the same pairs.
+
+``consistency`` is the overall score-IoU correlations, the two inconsistency rates and the
+expected calibration gap of the consistency report in each run's ``eval.json`` (``null``
+where the report has none).
 
 ``calibration`` is computed from each run's ``results.json`` and the ground truth by
 :func:`harmonicdet.analysis.consistency.consistency_report` (whose docstring and
@@ -66,7 +71,8 @@ from harmonicdet.tables import format_value, markdown_grid
 
 CALIBRATION_METRICS = ("laece", "laece_isotonic", "dece", "dece_isotonic", "tide_ap50", "dap_cls", "dap_loc",
                        "dap_both", "dap_dupe", "dap_bkg", "dap_miss")
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "spearman") + CALIBRATION_METRICS
+CONSISTENCY_METRICS = ("spearman", "pearson", "high_score_low_iou", "low_score_high_iou", "calibration_gap")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl") + CONSISTENCY_METRICS + CALIBRATION_METRICS
 _TABLE_METRICS = ("AP", "AP50", "AP75", "spearman")
 _LATE_FRACTION = 0.1
 _LATE_KEYS = ("beta_c", "beta_r", "reversed_frac")
@@ -115,13 +121,17 @@ def collect_run(run: Mapping[str, Any], truth: Optional[GroundTruth] = None) -> 
     timing = directory / "study_timing.json"
     provenance = directory / "provenance.json"
     sittings = json.loads(provenance.read_text(encoding="utf-8"))["sittings"] if provenance.is_file() else []
-    overall = report["consistency"].get("overall", {})
+    consistency = report["consistency"]
+    rates = consistency.get("inconsistency", {})
     history = [{k: r.get(k) for k in ("iteration", "AP", "AP50", "AP75", "spearman")}
                for r in (read_jsonl(directory / "eval_history.jsonl") if (directory / "eval_history.jsonl").is_file()
                          else [])]
     return {"name": run["name"], "arch": run["arch"], "variant": run["variant"], "seed": int(run["seed"]),
             "dir": str(directory), "metrics": report["metrics"],
-            "consistency": {k: overall.get(k) for k in ("spearman", "pearson")}, "calibration": calibration,
+            "consistency": {**{k: consistency.get("overall", {}).get(k) for k in ("spearman", "pearson")},
+                            **{k: rates.get(k) for k in ("high_score_low_iou", "low_score_high_iou")},
+                            "calibration_gap": consistency.get("calibration", {}).get("expected_calibration_gap")},
+            "calibration": calibration,
             "train_s": json.loads(timing.read_text())["train_s"] if timing.is_file() else None,
             **_training_stats(directory / "metrics.jsonl"), "history": history,
             "commits": sorted({str(s["commit"]) for s in sittings}),
@@ -165,7 +175,7 @@ def _value(record: Mapping[str, Any], metric: str) -> Optional[float]:
     if metric in CALIBRATION_METRICS:
         value = record.get("calibration", {}).get(metric)
     else:
-        value = record["consistency"][metric] if metric in ("spearman", "pearson") else record["metrics"][metric]
+        value = record["consistency"].get(metric) if metric in CONSISTENCY_METRICS else record["metrics"][metric]
     return None if value is None else float(value)
 
 
@@ -253,6 +263,16 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
         cells += [format_value(delta[m]["mean"], delta[m]["std"], True) if delta else "—" for m in ("AP75", "spearman")]
         cells.append(factors)
         rows.append(cells)
+    return markdown_grid(header, rows)
+
+
+def consistency_table(summary: Mapping[str, Any]) -> str:
+    """Per (arch, variant), mean ± std over seeds of the consistency report's overall numbers: the score-IoU
+    correlations, the two inconsistency rates and the expected calibration gap (``docs/consistency.md``)."""
+    header = ("arch", "variant", "Spearman", "Pearson", "high score, low IoU", "low score, high IoU",
+              "calibration gap")
+    rows = [[g["arch"], g["variant"]] + [format_value(g["mean"][m], g["std"][m]) for m in CONSISTENCY_METRICS]
+            for g in summary["groups"]]
     return markdown_grid(header, rows)
 
 
@@ -383,6 +403,9 @@ def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
                 summary["plots"].append(str(path))
     write_json_atomic(summary, out / "summary.json")
     sections = [f"# Study {summary['study']}", markdown_table(summary),
+                "## Consistency (docs/consistency.md)",
+                "Overall, all detections: high score, low IoU is the share of those scored >= 0.5 with IoU < 0.5; "
+                "low score, high IoU the share of those with IoU >= 0.75 scored < 0.2.", consistency_table(summary),
                 "## Calibration and detection errors (docs/consistency.md)", calibration_table(summary),
                 "## Convergence", convergence_table(summary)]
     if len(summary["commits"]) > 1:
