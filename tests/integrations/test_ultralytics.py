@@ -231,6 +231,8 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
     assert variant_loss("harmonicdet_hiou_only") == ("harmonicdet", {"box_loss": "none"})
     assert variant_loss("harmonic_iou_hiou_only") == ("harmonic_iou", {"box_loss": "none"})
     assert variant_loss("standard_hiou_only") == ("standard_hiou_only", {})
+    assert variant_loss("harmonicdet_hiou_only_a1") == ("harmonicdet", {"box_loss": "none", "alpha": 1.0})
+    assert variant_options("harmonicdet_hiou_only_a1").alpha == 1.0
     assert variant_options("harmonicdet_hiou_only").box_loss == "none"
     with pytest.raises(ValueError, match="box_loss"):
         variant_options("harmonic_hiou_only")  # no HIoU to stand in CIoU's place

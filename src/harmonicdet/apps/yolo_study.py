@@ -63,24 +63,27 @@ from harmonicdet.losses import HarmonicOptions
 
 _FACTOR_KEYS = ("beta_c", "beta_c_bce", "beta_c_ceiling", "beta_c_gains_inside", "beta_r", "beta_r_std",
                 "beta_r_gains_inside", "beta_r_gains_inside_std", "reversed_frac", "target_score")
-_DETACHABLE = ("beta_r", "beta_c")
-_HIOU_ONLY = "_hiou_only"
+# a variant is PRESET or PRESET + one of these suffixes (the longer of two that both match wins: listed first)
+_VARIANT_SUFFIXES = (
+    ("_hiou_only_a1", {"box_loss": "none", "alpha": 1.0}),
+    ("_hiou_only", {"box_loss": "none"}),
+    ("_prob", {"beta_c_mode": "prob"}),
+    ("_beta_r", {"detach_factors": "beta_r"}),
+    ("_beta_c", {"detach_factors": "beta_c"}),
+)
 
 
 def variant_loss(variant: str) -> Tuple[str, Dict[str, Any]]:
     """A variant's loss preset and options: ``PRESET``, ``PRESET_beta_r`` / ``PRESET_beta_c`` for that preset
     with the factor detached (``detach_factors``), as the torchvision studies name ``harmonicdet_beta_r``,
-    ``PRESET_prob`` with ``beta_c_mode="prob"``, or ``PRESET_hiou_only`` with ``box_loss="none"`` (HIoU in
-    CIoU's place; ``harmonic_iou`` and ``harmonicdet`` only, which have HIoU). One suffix per variant: they
-    do not combine. :func:`variant_options` validates them."""
-    if variant.endswith(_HIOU_ONLY) and variant[: -len(_HIOU_ONLY)] != "standard":
-        return variant[: -len(_HIOU_ONLY)], {"box_loss": "none"}
-    if variant.endswith("_prob") and variant[: -len("_prob")] != "standard":
-        return variant[: -len("_prob")], {"beta_c_mode": "prob"}
-    for factor in _DETACHABLE:
-        preset = variant[: -len(factor) - 1]
-        if variant.endswith(f"_{factor}") and preset != "standard":
-            return preset, {"detach_factors": factor}
+    ``PRESET_prob`` with ``beta_c_mode="prob"``, ``PRESET_hiou_only`` with ``box_loss="none"`` (HIoU in
+    CIoU's place; ``harmonic_iou`` and ``harmonicdet`` only, which have HIoU), or ``PRESET_hiou_only_a1``, the
+    same with ``alpha=1`` (HIoU with CIoU's own gain, so the localisation gains are Ultralytics'). One suffix
+    per variant: they do not combine. :func:`variant_options` validates them."""
+    for suffix, options in _VARIANT_SUFFIXES:
+        preset = variant[: -len(suffix)]
+        if variant.endswith(suffix) and preset != "standard":
+            return preset, dict(options)
     return variant, {}
 
 

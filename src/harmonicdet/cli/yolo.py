@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> None:
                    help="loss presets: standard (Ultralytics' own loss), harmonic, harmonic_iou, harmonicdet; "
                         "PRESET_beta_r / PRESET_beta_c detaches that factor, PRESET_prob takes beta_c as the "
                         "predicted probability of the assigned class, PRESET_hiou_only (harmonic_iou, harmonicdet) "
-                        "drops CIoU, HIoU in its place as on FCOS; one suffix per variant "
+                        "drops CIoU, HIoU in its place as on FCOS, PRESET_hiou_only_a1 the same with alpha 1 "
+                        "(HIoU with CIoU's gain); one suffix per variant "
                         "(default standard harmonic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=positive_int, default=100)
