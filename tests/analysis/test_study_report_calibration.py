@@ -20,11 +20,11 @@ def det(image_id, dx, score):
     return {"image_id": image_id, "category_id": 1, "bbox": [10 + dx, 10, 40, 40], "score": score}
 
 
-def write_run(folder, results):
+def write_run(folder, results, gt=GT):
     folder.mkdir(parents=True)
     (folder / "eval.json").write_text(json.dumps({"metrics": {m: 0.5 for m in ("AP", "AP50", "AP75", "APs", "APm",
                                                                                 "APl")},
-                                                  "consistency": consistency_report(GT, results)}))
+                                                  "consistency": consistency_report(gt, results)}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "step_time": 0.1, "loss": 1.0}) + "\n"
                                                   for i in (10, 20)))
     (folder / "results.json").write_text(json.dumps(results))
@@ -57,7 +57,7 @@ def test_report_has_a_calibration_table_per_variant(tmp_path):
         runs.append({"name": f"fcos-{variant}-s0", "arch": "fcos", "variant": variant, "seed": 0, "dir": str(folder)})
     study = {"name": "s", "baseline": "standard", "bootstrap": {"samples": 5, "seed": 0},
              "report_dir": str(tmp_path / "report")}
-    summary = write_report(study, runs, GT)
+    summary = write_report(study, runs, {"fcos": GT})
     groups = {g["variant"]: g for g in summary["groups"]}
     standard = consistency_report(GT, [det(1, 20, 0.9), det(2, 0, 0.8), det(3, 20, 0.7), det(4, 0, 0.6)])
     assert groups["standard"]["mean"]["laece"] == pytest.approx(standard["laece"]["value"])
@@ -80,3 +80,28 @@ def test_report_has_a_calibration_table_per_variant(tmp_path):
         assert row in table
     assert groups["harmonicdet"]["delta"]["calibration_gap"]["mean"] == pytest.approx(
         gaps["harmonicdet"] - gaps["standard"])
+
+
+def test_each_arch_is_reported_against_its_own_validation_set(tmp_path):
+    """Two folds of one study validate on different images: fold b's are fold a's under other image ids, so
+    every number of fold b equals fold a's."""
+    offset = 10
+    gt_b = {"images": [dict(image, id=image["id"] + offset) for image in GT["images"]],
+            "categories": GT["categories"],
+            "annotations": [dict(ann, image_id=ann["image_id"] + offset) for ann in GT["annotations"]]}
+    runs = []
+    for arch, shift_ids in (("fold_a", 0), ("fold_b", offset)):
+        for variant, shifts in (("standard", (20, 0, 20, 0)), ("harmonicdet", (0, 20, 0, 20))):
+            results = [det(i + shift_ids, dx, score)
+                       for i, dx, score in zip((1, 2, 3, 4), shifts, (0.9, 0.8, 0.7, 0.6))]
+            folder = write_run(tmp_path / "runs" / f"{arch}-{variant}-s0", results, gt_b if shift_ids else GT)
+            runs.append({"name": f"{arch}-{variant}-s0", "arch": arch, "variant": variant, "seed": 0,
+                         "dir": str(folder)})
+    study = {"name": "s", "baseline": "standard", "bootstrap": {"samples": 5, "seed": 0},
+             "report_dir": str(tmp_path / "report")}
+    summary = write_report(study, runs, {"fold_a": GT, "fold_b": gt_b})
+    groups = {(g["arch"], g["variant"]): g for g in summary["groups"]}
+    for variant in ("standard", "harmonicdet"):
+        a, b = groups[("fold_a", variant)], groups[("fold_b", variant)]
+        assert a["mean"]["laece"] is not None and b["mean"] == a["mean"]
+    assert groups[("fold_b", "harmonicdet")]["bootstrap"] == groups[("fold_a", "harmonicdet")]["bootstrap"]

@@ -1,7 +1,7 @@
 """The report of a study: ``summary.json``, a Markdown table and plots, from its finished runs.
 
 The report receives plain data (the study's settings, each run's name, arch, variant,
-seed and folder, and the validation ground truth) and reads the files the training
+seed and folder, and each arch's validation ground truth) and reads the files the training
 and evaluation wrote into each run folder; it never imports the engine.
 
 ``summary.json`` schema::
@@ -187,14 +187,15 @@ def _mean_std(values: Sequence[Optional[float]]) -> tuple:
 
 
 def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
-              ground_truth: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+              ground_truths: Optional[Mapping[str, Mapping[str, Any]]]) -> Dict[str, Any]:
     """Group finished runs by (arch, variant): mean ± std over seeds, paired deltas and bootstrap vs the baseline,
     and the convergence of the periodic evaluation.
 
     Args:
         study: ``{"name", "baseline", "bootstrap": {"samples", "seed"}}``.
         records: :func:`collect_run` records.
-        ground_truth: the COCO ground truth of the validation set every run was evaluated on.
+        ground_truths: per arch, the COCO ground truth of the validation set its runs were evaluated on (the
+            paired bootstrap needs it; ``None`` when no variant has a baseline to pair with).
     """
     by_key: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
     for record in records:
@@ -204,7 +205,7 @@ def summarise(study: Mapping[str, Any], records: List[Dict[str, Any]],
     def matches(record):
         if record["name"] not in matches_cache:
             results = json.loads(read_text(Path(record["dir"]) / "results.json"))
-            matches_cache[record["name"]] = match_per_image(ground_truth, results)
+            matches_cache[record["name"]] = match_per_image(ground_truths[record["arch"]], results)
         return matches_cache[record["name"]]
 
     groups = []
@@ -368,17 +369,18 @@ def plot_metrics(summary: Mapping[str, Any], out_path: Path) -> Path:
 
 
 def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
-                 ground_truth: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+                 ground_truths: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
     """Collect the finished runs and write ``summary.json``, ``summary.md`` and ``plots/`` to ``study["report_dir"]``.
 
     Args:
         study: ``{"name", "baseline", "bootstrap": {"samples", "seed"}, "report_dir"}``.
         runs: ``{"name", "arch", "variant", "seed", "dir"}`` of every run of the study, finished or not.
-        ground_truth: the COCO ground-truth dict of the validation set (``None`` when no run is finished).
+        ground_truths: per arch, the COCO ground-truth dict of the validation set its runs were evaluated on
+            (folds of one study may validate on different images); every arch with a finished run needs one.
     """
-    truth = GroundTruth(ground_truth) if ground_truth is not None else None
-    records = [r for r in (collect_run(run, truth) for run in runs) if r is not None]
-    summary = summarise(study, records, ground_truth)
+    truths = {arch: GroundTruth(ground_truth) for arch, ground_truth in ground_truths.items()}
+    records = [r for r in (collect_run(run, truths.get(run["arch"])) for run in runs) if r is not None]
+    summary = summarise(study, records, ground_truths)
     out = Path(study["report_dir"])
     plots = out / "plots"
     summary["plots"] = []
@@ -395,6 +397,7 @@ def write_report(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
             # the baseline against harmonicdet, or else against the first other variant (e.g. YOLO's harmonic)
             others = sorted((v for v in first if v != study["baseline"]), key=lambda v: v != "harmonicdet")
             compared = [study["baseline"], others[0]] if study["baseline"] in first and others else []
+            truth = truths.get(arch)
             if compared:
                 reports = [run_consistency(Path(first[v]["dir"]), truth) if truth is not None else
                            json.loads((Path(first[v]["dir"]) / "eval.json").read_text())["consistency"]

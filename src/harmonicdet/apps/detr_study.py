@@ -262,7 +262,9 @@ def run_detr_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
         _execute_run(settings, options[settings.variant], train_set, val_set, runs, out / "runs" / settings.name, say)
     spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
             "report_dir": str(out)}
+    ground_truth = val_set.coco_ground_truth()
     summary = write_report(spec, [{"name": s.name, "arch": s.model, "variant": s.variant, "seed": s.seed,
-                                   "dir": str(out / "runs" / s.name)} for s in planned], val_set.coco_ground_truth())
+                                   "dir": str(out / "runs" / s.name)} for s in planned],
+                           {s.model: ground_truth for s in planned})
     say(f"[detr-study] {len(summary['runs'])}/{len(planned)} runs recorded; report in {out}")
     return summary

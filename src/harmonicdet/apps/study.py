@@ -298,13 +298,14 @@ def write_study_report(study: Study) -> Dict[str, Any]:
     if not finished and (study.report_dir / "summary.json").is_file():  # e.g. a report kept without its records
         raise ValueError(f"no run of {study.path} has a record under {study.report_dir / 'runs'}: nothing to "
                          f"report, and {study.report_dir / 'summary.json'} is kept as it is")
-    # every run of a study is evaluated on the same validation data
-    ground_truth = coco_ground_truth(build_datasets(finished[0].config)[1]) if finished else None
+    # the runs of one arch are evaluated on the same validation data; archs (e.g. two folds) may differ
+    first_of_arch = {run.arch: run for run in reversed(finished)}
+    ground_truths = {arch: coco_ground_truth(build_datasets(run.config)[1]) for arch, run in first_of_arch.items()}
     spec = {"name": study.name, "baseline": study.baseline, "bootstrap": study.bootstrap,
             "report_dir": str(study.report_dir)}
     runs = [{"name": r.name, "arch": r.arch, "variant": r.variant, "seed": r.seed, "dir": str(r.record)}
             for r in study.runs]
-    return write_report(spec, runs, ground_truth)
+    return write_report(spec, runs, ground_truths)
 
 
 def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_only: bool = False,

@@ -382,7 +382,8 @@ def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, An
     spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
             "report_dir": str(out)}
     summary = write_report(spec, [{"name": s.name, "arch": s.arch, "variant": s.variant, "seed": s.seed,
-                                   "dir": str(out / "runs" / s.name)} for s in reported], ground_truth)
+                                   "dir": str(out / "runs" / s.name)} for s in reported],
+                           {s.arch: ground_truth for s in reported})
     if args.bench_reps:
         from harmonicdet.integrations.ultralytics.measurement import bench_steps
     bench = (bench_steps(args.model, {v: variant_options(v) for v in args.variants}, args.bench_reps, args.imgsz,
