@@ -299,7 +299,9 @@ def write_study_report(study: Study) -> Dict[str, Any]:
         raise ValueError(f"no run of {study.path} has a record under {study.report_dir / 'runs'}: nothing to "
                          f"report, and {study.report_dir / 'summary.json'} is kept as it is")
     # the runs of one arch are evaluated on the same validation data; archs (e.g. two folds) may differ
-    first_of_arch = {run.arch: run for run in reversed(finished)}
+    first_of_arch: Dict[str, StudyRun] = {}
+    for run in finished:
+        first_of_arch.setdefault(run.arch, run)
     ground_truths = {arch: coco_ground_truth(build_datasets(run.config)[1]) for arch, run in first_of_arch.items()}
     spec = {"name": study.name, "baseline": study.baseline, "bootstrap": study.bootstrap,
             "report_dir": str(study.report_dir)}
