@@ -29,7 +29,7 @@ from harmonicdet.integrations.ultralytics.run_log import (  # noqa: E402
 STOCK = ("box_loss", "cls_loss", "dfl_loss")
 PRESETS = [("standard", {}), ("harmonic", {}), ("harmonic_iou", {}), ("harmonicdet", {}),
            ("harmonicdet", {"detach_factors": "beta_r"}), ("harmonicdet", {"beta_c_mode": "prob"}),
-           ("harmonicdet", {"box_loss": "none"})]
+           ("harmonicdet", {"box_loss": "none"}), ("harmonicdet", {"box_loss": "none", "alpha": 1.0})]
 
 
 def _model(cfg, preset, options, split_items=False):
@@ -72,11 +72,12 @@ CASES = [("yolov8n.yaml", preset, options) for preset, options in PRESETS] + [
 
 @pytest.mark.parametrize("cfg,preset,options", CASES)
 def test_items_are_ultralytics_columns_and_sum_to_the_loss(cfg, preset, options):
-    """Every preset logs Ultralytics' three items (hiou in box, tc in cls) summing to the terms back-propagated; the
+    """Every preset takes a finite step and logs Ultralytics' three items (hiou in box, tc in cls) summing to the terms back-propagated; the
     old split items (kept for runs begun with them) change the logged items only, never the loss or a gradient."""
     batch = _batch()
     model = _model(cfg, preset, options)
     loss, items, grads = _step(model, batch)
+    assert torch.isfinite(loss).all() and grads and all(torch.isfinite(g).all() for g in grads)
     logged = getattr(model.criterion, "one2one", model.criterion)  # the branch whose items Ultralytics logs
     assert list(items) == list(logged.loss_names) and logged.loss_names[:2] == ("box_loss", "cls_loss")
     assert torch.equal(_loss_of_terms(model.criterion, 2), loss)
