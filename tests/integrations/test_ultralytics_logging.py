@@ -72,8 +72,9 @@ CASES = [("yolov8n.yaml", preset, options) for preset, options in PRESETS] + [
 
 @pytest.mark.parametrize("cfg,preset,options", CASES)
 def test_items_are_ultralytics_columns_and_sum_to_the_loss(cfg, preset, options):
-    """Every preset takes a finite step and logs Ultralytics' three items (hiou in box, tc in cls) summing to the terms back-propagated; the
-    old split items (kept for runs begun with them) change the logged items only, never the loss or a gradient."""
+    """Every preset takes a finite step and logs Ultralytics' three items (hiou in box, tc in cls) summing to the
+    terms back-propagated; the old split items (kept for runs begun with them) change the logged items only, never
+    the loss or a gradient."""
     batch = _batch()
     model = _model(cfg, preset, options)
     loss, items, grads = _step(model, batch)
