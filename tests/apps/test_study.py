@@ -232,3 +232,29 @@ def test_a_report_without_records_keeps_the_summary_it_finds(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         write_study_report(study)
     assert (report / "summary.json").read_text() == '{"runs": ["kept"]}'
+
+
+def test_lanes_split_only_the_unfinished_runs_of_only_round_robin(tmp_path, arch_config, monkeypatch):
+    """`--lanes 2 --only fcos-harmonic`: the lanes' processes get the matching runs not yet done, every other one
+    each, with one torch thread per lane on a 2-core machine; a run outside --only is never handed out."""
+    path = write_study(tmp_path, arch_config, [{"variant": "standard", "arch": "fcos", "seeds": [0]},
+                                               {"variant": "harmonic", "arch": "fcos", "seeds": [0, 1, 2]},
+                                               {"variant": "harmonic_iou", "arch": "fcos", "seeds": [0]}])
+    launched = []
+
+    class Finished:
+        def __init__(self, command, stdout, stderr, env):
+            launched.append((command[command.index("--only") + 1:], env["OMP_NUM_THREADS"]))
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(study_module.subprocess, "Popen", Finished)
+    monkeypatch.setattr(study_module.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    states = study_module.run_lanes(path, 2, only=["fcos-harmonic-"])
+    assert launched == [(["fcos-harmonic-s0", "fcos-harmonic-s2"], "1"), (["fcos-harmonic-s1"], "1")]
+    assert set(states) == {"fcos-standard-s0", "fcos-harmonic-s0", "fcos-harmonic-s1", "fcos-harmonic-s2",
+                           "fcos-harmonic_iou-s0"} and set(states.values()) == {"new"}
+    with pytest.raises(ValueError, match=r"--only \['retinanet-'\] matches none of the runs"):
+        study_module.run_lanes(path, 2, only=["retinanet-"])

@@ -310,6 +310,15 @@ def write_study_report(study: Study) -> Dict[str, Any]:
     return write_report(spec, runs, ground_truths)
 
 
+def selected_runs(study: Study, only: Optional[Sequence[str]]) -> List[StudyRun]:
+    """The runs of ``study`` named by ``only`` (names or name prefixes; ``None``: every run), in the study's order."""
+    selected = [run for run in study.runs
+                if not only or any(run.name == o or run.name.startswith(o) for o in only)]
+    if only and not selected:
+        raise ValueError(f"--only {list(only)} matches none of the runs: {[r.name for r in study.runs]}")
+    return selected
+
+
 def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_only: bool = False,
               report: bool = True, show_progress: bool = True) -> Optional[Dict[str, Any]]:
     """Run (or resume) every run of the study at ``path``, then write its report; returns the summary.
@@ -322,10 +331,7 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
             processes sharing a GPU, each with its own ``only``.
     """
     study = load_study(path)
-    selected = [run for run in study.runs
-                if not only or any(run.name == o or run.name.startswith(o) for o in only)]
-    if only and not selected:
-        raise ValueError(f"--only {list(only)} matches none of the runs: {[r.name for r in study.runs]}")
+    selected = selected_runs(study, only)
     folders = study_folders(study, report_only=report_only)
     if not report_only:
         for run in selected:  # every run's settings are checked before any trains
@@ -344,9 +350,10 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
     return summary
 
 
-def run_lanes(path: str | Path, lanes: int, *, limit_s: Optional[float] = None) -> Dict[str, str]:
-    """Train the study's unfinished runs in ``lanes`` side-by-side processes (``harmonicdet study --only ...
-    --no-report``), each with its share of the CPU's torch threads (``OMP_NUM_THREADS`` unless set), logging to
+def run_lanes(path: str | Path, lanes: int, *, only: Optional[Sequence[str]] = None,
+              limit_s: Optional[float] = None) -> Dict[str, str]:
+    """Train the study's unfinished runs (those of ``only``, as :func:`run_study` takes it) in ``lanes`` side-by-side
+    processes (``harmonicdet study --only ... --no-report``), each with its share of the CPU's torch threads (``OMP_NUM_THREADS`` unless set), logging to
     ``output_dir/lane_logs/lane<i>.log``; returns every run's state afterwards. Lane ``i`` takes every
     ``lanes``-th unfinished run, so each lane gets a mix; a lane stopped by ``limit_s`` leaves its run resumable.
     Writes no report: that is ``harmonicdet study STUDY --report-only``."""
@@ -356,7 +363,7 @@ def run_lanes(path: str | Path, lanes: int, *, limit_s: Optional[float] = None) 
         raise ValueError(f"--limit-s must be a number of seconds > 0, got {limit_s!r}")
     study = load_study(path)
     folders = study_folders(study)
-    unfinished = [run.name for run in study.runs if run_state(run) != "done"]
+    unfinished = [run.name for run in selected_runs(study, only) if run_state(run) != "done"]
     running = min(lanes, len(unfinished))
     if running:
         for folder in folders:

@@ -10,7 +10,7 @@ def _study(args: argparse.Namespace) -> int:
     from harmonicdet.apps.study import run_lanes, run_study
 
     if args.lanes is not None:
-        for name, state in run_lanes(args.study, args.lanes, limit_s=args.limit_s).items():
+        for name, state in run_lanes(args.study, args.lanes, only=args.only, limit_s=args.limit_s).items():
             print(f"{name} {state}")
         return 0
     summary = run_study(args.study, only=args.only, report_only=args.report_only, report=not args.no_report,
@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-report", action="store_true",
                    help="train and evaluate only; e.g. several processes with their own --only share a GPU")
     p.add_argument("--lanes", type=int, default=None, metavar="N",
-                   help="train the unfinished runs in N side-by-side processes (each its share of the cores), "
-                   "logs in OUTPUT_DIR/lane_logs; no report (then --report-only)")
+                   help="train the unfinished runs (of --only, if given) in N side-by-side processes (each its "
+                   "share of the cores), logs in OUTPUT_DIR/lane_logs; no report (then --report-only)")
     p.add_argument("--limit-s", type=float, default=None, metavar="S",
                    help="with --lanes: stop each lane after S seconds, its run left resumable")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
