@@ -1,6 +1,6 @@
 """``harmonicdet detr-study`` (harmonicdet.apps.detr_study): the parser's choices are the integration's, the
 variants' names and options, and an end-to-end study on the test scenes: interrupted, resumed, recorded, reported,
-skipped when finished, refused with other settings."""
+skipped when finished, reported again from its records alone, refused with other settings."""
 
 import json
 
@@ -107,6 +107,14 @@ def test_detr_study_is_interrupted_resumes_records_and_reports(scenes, tmp_path,
     assert main(argv()) == 0  # everything recorded: nothing trains
     assert capsys.readouterr().out.splitlines()[:2] == [f"[detr-study] {name}: finished, skipped"
                                                         for name in (standard.name, harmonic.name)]
+    # --report-only reads the records alone: other (default) settings, no weights folder, the same report
+    (out / "summary.json").unlink()
+    assert main(["detr-study", "--out", str(out), "--runs", str(tmp_path / "elsewhere"), "--data", str(scenes),
+                 "--bootstrap", "10", "--report-only"]) == 0
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert not (tmp_path / "elsewhere").exists()
+    assert main(["detr-study", "--out", str(tmp_path / "empty"), "--runs", str(runs), "--report-only"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--out {tmp_path / 'empty'} holds no recorded run to report")
     assert main(argv(iterations=4)) == 2  # a longer schedule is another run, not this one continued
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harmonicdet")]
     assert err == [(f"harmonicdet detr-study: error: run rt_detr_tiny-standard-s0: {out / 'runs' / standard.name}/"

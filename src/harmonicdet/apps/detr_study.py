@@ -240,6 +240,8 @@ def _execute_run(settings: DetrRunSettings, options: Optional[HarmonicOptions], 
 def run_detr_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
     """Train or resume every (variant, seed) of ``args`` (``harmonicdet detr-study``'s options), then write the
     report; returns ``summary.json``'s data."""
+    if args.report_only:
+        return _report_recorded(Path(args.out), args.data, args.bootstrap, say)
     check_finite_number(args.lr, "--lr", above=0)
     if args.batch > args.train_images:
         raise ValueError(f"--batch {args.batch} is larger than --train-images {args.train_images}")
@@ -260,7 +262,14 @@ def run_detr_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
         folder.mark()
     for settings in planned:
         _execute_run(settings, options[settings.variant], train_set, val_set, runs, out / "runs" / settings.name, say)
-    spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": args.bootstrap, "seed": 0},
+    return _write_study_report(out, planned, val_set, args.bootstrap, say)
+
+
+def _write_study_report(out: Path, planned: List[DetrRunSettings], val_set, bootstrap: int, say=print
+                        ) -> Dict[str, Any]:
+    """Write the report of the ``planned`` runs recorded under ``out/runs`` to ``out``; returns ``summary.json``'s
+    data."""
+    spec = {"name": out.name, "baseline": "standard", "bootstrap": {"samples": bootstrap, "seed": 0},
             "report_dir": str(out)}
     ground_truth = val_set.coco_ground_truth()
     summary = write_report(spec, [{"name": s.name, "arch": s.model, "variant": s.variant, "seed": s.seed,
@@ -268,3 +277,23 @@ def run_detr_study(args: argparse.Namespace, say=print) -> Dict[str, Any]:
                            {s.model: ground_truth for s in planned})
     say(f"[detr-study] {len(summary['runs'])}/{len(planned)} runs recorded; report in {out}")
     return summary
+
+
+def _report_recorded(out: Path, data: str, bootstrap: int, say=print) -> Dict[str, Any]:
+    """``--report-only``: the report of every run recorded under ``out/runs``, whatever command trained it."""
+    folder = OutputFolder(out, COMMAND, name="--out")
+    records = sorted(path.parent for path in (out / "runs").glob("*/eval.json"))
+    if not records:
+        raise ValueError(f"--out {out} holds no recorded run to report")
+    recorded = [DetrRunSettings(**yaml.safe_load((record / "config.yaml").read_text())) for record in records]
+    scenes = {(s.train_images, s.val_images) for s in recorded}
+    if len(scenes) > 1:
+        raise ValueError(f"--out {out}: its runs were validated on different scenes (train, val images: "
+                         f"{sorted(scenes)}); report them from separate folders")
+    (train_images, val_images), = scenes
+    make_scenes(data, num_train=train_images, num_val=val_images, seed=0)
+    val_set = CocoDetectionDataset(**scenes_paths(data, "val"), transforms=build_transforms(False))
+    folder.mark()
+    order = {"standard": 0}  # the baseline first, then the variants and seeds as named
+    recorded.sort(key=lambda s: (s.model, order.get(s.variant, 1), s.variant, s.seed))
+    return _write_study_report(out, recorded, val_set, bootstrap, say)

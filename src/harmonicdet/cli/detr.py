@@ -49,6 +49,8 @@ def add_parser(subparsers: Any) -> None:
                    help="iterations between evaluations of --eval-images and checkpoints (default 500)")
     p.add_argument("--eval-images", type=positive_int, default=300,
                    help="validation scenes of the periodic evaluation (default 300; the last one takes all)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing; report every run recorded under OUT/runs, whichever command trained it")
     p.add_argument("--bootstrap", type=positive_int, default=300, help="paired bootstrap samples (default 300)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
