@@ -69,6 +69,7 @@ def fit_platt(scores: np.ndarray, targets: np.ndarray, category: np.ndarray, num
     cross-entropy with ``targets`` (one L-BFGS-B over all classes: the loss is a sum of per-class terms);
     ``shift=False`` fixes ``b = 0`` (temperature scaling, ``a = 1 / T``). Classes without detections get ``(1, 0)``."""
     from scipy.optimize import minimize
+    from scipy.special import expit
 
     z = _logit(scores)
     weight = 1.0 / np.maximum(np.bincount(category, minlength=num_classes), 1)[category]
@@ -76,7 +77,7 @@ def fit_platt(scores: np.ndarray, targets: np.ndarray, category: np.ndarray, num
     def loss(params: np.ndarray):
         a, b = params[:num_classes], (params[num_classes:] if shift else np.zeros(num_classes))
         x = a[category] * z + b[category]
-        residual = weight * (1.0 / (1.0 + np.exp(-x)) - targets)
+        residual = weight * (expit(x) - targets)  # expit: no overflow at large -x
         value = float((weight * (np.logaddexp(0.0, x) - targets * x)).sum())
         grad = [np.bincount(category, residual * z, minlength=num_classes)]
         if shift:
@@ -91,7 +92,9 @@ def fit_platt(scores: np.ndarray, targets: np.ndarray, category: np.ndarray, num
 
 def apply_platt(params: np.ndarray, scores: np.ndarray, category: np.ndarray) -> np.ndarray:
     """``sigmoid(a_c * logit(s) + b_c)`` of each detection's class ``c``."""
-    return 1.0 / (1.0 + np.exp(-(params[category, 0] * _logit(scores) + params[category, 1])))
+    from scipy.special import expit
+
+    return expit(params[category, 0] * _logit(scores) + params[category, 1])
 
 
 def fitting_half(image_rank: np.ndarray) -> np.ndarray:
