@@ -354,8 +354,9 @@ def run_lanes(path: str | Path, lanes: int, *, only: Optional[Sequence[str]] = N
               limit_s: Optional[float] = None) -> Dict[str, str]:
     """Train the study's unfinished runs (those of ``only``, as :func:`run_study` takes it) in ``lanes`` side-by-side
     processes (``harmonicdet study --only ... --no-report``), each with its share of the CPU's torch threads
-    (``OMP_NUM_THREADS`` unless set), logging to ``output_dir/lane_logs/lane<i>.log``; returns every run's state afterwards. Lane ``i`` takes every
-    ``lanes``-th unfinished run, so each lane gets a mix; a lane stopped by ``limit_s`` leaves its run resumable.
+    (``OMP_NUM_THREADS`` unless set), logging to ``output_dir/lane_logs/lane<i>.log``; returns every run's state
+    afterwards. Lane ``i`` takes every ``lanes``-th unfinished run, so each lane gets a mix; a lane stopped by
+    ``limit_s`` leaves its run resumable.
     Writes no report: that is ``harmonicdet study STUDY --report-only``."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"--lanes must be an integer >= 1, got {lanes!r}")
