@@ -1,5 +1,6 @@
 """``harmonicdet study``: expansion, end-to-end tiny study, skipping finished runs, resuming an interrupted one."""
 
+import copy
 import gzip
 import json
 import os
@@ -16,6 +17,8 @@ import yaml
 
 from harmonicdet.apps import study as study_module
 from harmonicdet.apps.study import load_study, round_figures, run_state, run_study, write_study_report
+from harmonicdet.engine.config import dump_config
+from harmonicdet.engine.from_config import build_datasets
 from harmonicdet.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,6 +187,25 @@ def test_a_run_made_with_other_settings_is_refused(tmp_path, arch_config, folder
     run = load_study(path).runs[0]
     getattr(run, folder).mkdir(parents=True)
     (getattr(run, folder) / "config.yaml").write_text("seed: 5\n")
+    with pytest.raises(ValueError, match="run fcos-standard-s0: .*other settings"):
+        run_state(run)
+
+
+def test_a_run_on_generated_scenes_is_not_refused_for_its_resolved_data_paths(tmp_path, arch_config, scenes):
+    """The trainer writes ``config.yaml`` with the splits resolved from ``data.scenes``; the study asks with them
+    empty. That is the same run; another scenes folder is not."""
+    config = {**arch_config, "data": {**arch_config["data"], "train": {}, "val": {},
+                                      "scenes": {"out": str(scenes), "train": 16, "val": 8, "seed": 0}}}
+    path = write_study(tmp_path, config, [{"variant": "standard", "arch": "fcos"}])
+    run = load_study(path).runs[0]
+    resolved = copy.deepcopy(run.config)
+    build_datasets(resolved, need_val=False)  # resolves the splits as training does
+    assert resolved["data"]["train"] and not run.config["data"]["train"]
+    run.directory.mkdir(parents=True)
+    (run.directory / "config.yaml").write_text(dump_config(resolved))
+    assert run_state(run) == "new"
+    resolved["data"]["train"] = {**resolved["data"]["train"], "img_dir": str(tmp_path / "elsewhere")}
+    (run.directory / "config.yaml").write_text(dump_config(resolved))
     with pytest.raises(ValueError, match="run fcos-standard-s0: .*other settings"):
         run_state(run)
 

@@ -48,17 +48,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import operator
 import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
 from harmonicdet.engine.from_config import build_datasets, coco_ground_truth
-from harmonicdet.engine.checkpoint import FINAL, LAST, load_checkpoint
+from harmonicdet.engine.checkpoint import FINAL, LAST, load_checkpoint, scene_paths_filled
 from harmonicdet.engine.config import Config, dump_config, load_config, shipped_config
 from harmonicdet.engine.trained_run import evaluate_run
 from harmonicdet.engine.train import train
@@ -217,7 +218,7 @@ def study_folders(study: Study, *, report_only: bool = False) -> List[OutputFold
 def run_state(run: StudyRun) -> str:
     """``done`` (recorded), ``evaluated`` (needs recording), ``trained`` (needs evaluation), ``interrupted``
     (resumable) or ``new``."""
-    refuse_other_settings(run.name, dump_config(run.config), (run.record, run.directory))
+    refuse_other_settings(run.name, dump_config(run.config), (run.record, run.directory), same=same_training_settings)
     if (run.record / "eval.json").is_file():
         return "done"
     if (run.directory / "eval.json").is_file():
@@ -229,12 +230,19 @@ def run_state(run: StudyRun) -> str:
     return "new"
 
 
-def refuse_other_settings(name: str, settings: str, folders: Sequence[Path]) -> None:
+def same_training_settings(saved: str, asked: str) -> bool:
+    """Whether two training configs (YAML texts) agree once their empty data splits are resolved from
+    ``data.scenes``: the trainer writes ``config.yaml`` resolved, the study asks with the splits empty."""
+    return scene_paths_filled(yaml.safe_load(saved)) == scene_paths_filled(yaml.safe_load(asked))
+
+
+def refuse_other_settings(name: str, settings: str, folders: Sequence[Path],
+                          same: Callable[[str, str], bool] = operator.eq) -> None:
     """A ``ValueError`` naming run ``name`` if a ``config.yaml`` in one of ``folders`` is not ``settings`` (the text
-    it would be written with), so that results never mix settings."""
+    it would be written with; ``same(saved, settings)`` decides), so that results never mix settings."""
     for folder in folders:
         saved = folder / "config.yaml"
-        if saved.is_file() and saved.read_text(encoding="utf-8") != settings:
+        if saved.is_file() and not same(saved.read_text(encoding="utf-8"), settings):
             raise ValueError(f"run {name}: {saved} was written with other settings than asked for now; "
                              f"remove {folder} to rerun it, or ask for the settings it was made with")
 

@@ -185,7 +185,7 @@ def _shown(config: Mapping[str, Any], key: str) -> str:
     return "(unset)" if value is _MISSING else repr(value)
 
 
-def _scene_paths_filled(config: Mapping[str, Any]) -> Mapping[str, Any]:
+def scene_paths_filled(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """``config`` with empty data splits pointed at its ``data.scenes``, as training resolves them."""
     data = config.get("data")
     scenes = data.get("scenes") if isinstance(data, Mapping) else None
@@ -199,7 +199,7 @@ def check_resume_config(stored: Optional[Mapping[str, Any]], current: Mapping[st
     """Refuse to resume the checkpoint at ``path`` under a config that changes more than :data:`RESUME_MAY_DIFFER`."""
     if not isinstance(stored, Mapping):
         raise ValueError(f"checkpoint {path} holds no config to compare with; it cannot be resumed safely")
-    differing = config_differences(_scene_paths_filled(stored), _scene_paths_filled(current), RESUME_MAY_DIFFER)
+    differing = config_differences(scene_paths_filled(stored), scene_paths_filled(current), RESUME_MAY_DIFFER)
     if differing:
         shown = "; ".join(f"{k}: {_shown(stored, k)} -> {_shown(current, k)}" for k in differing[:5])
         more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
