@@ -14,7 +14,7 @@ def test_the_pretrained_scenes_study_expands_to_valid_runs():
     assert {(r.arch, r.variant) for r in runs.values()} == {(a, v) for a in ("fcos", "faster_rcnn")
                                                             for v in ("standard", "harmonicdet", "standard_posweight")}
     assert all(r.config["model"]["pretrained"] == "imagenet:mobilenet_v2" and r.config["model"]["backbone"]
-               == "mobilenet_v2" and r.config["train"]["max_iters"] == 1000 for r in runs.values())
+               == "mobilenet_v2" and r.config["train"]["max_iters"] == 2000 for r in runs.values())
     assert runs["faster_rcnn-standard_posweight-s2"].config["model"]["loss_options"] == {"positive_weight": 1.72}
 
 
