@@ -123,32 +123,8 @@ def test_match_detections_matches_pycocotools_iou_including_crowd():
     assert ignored.any() and (iou > 0.5).any()
 
 
-def random_coco(rng, num_images=4, num_classes=3, num_gt=30, num_dt=200):
-    images = [{"id": 10 + i, "width": 100, "height": 100} for i in range(num_images)]
-    categories = [{"id": 5 + 2 * c, "name": f"c{c}"} for c in range(num_classes)]
-    annotations = []
-    for k in range(num_gt):
-        x, y = rng.uniform(0, 70, 2)
-        w, h = rng.uniform(5, 40, 2)
-        annotations.append({"id": 100 + k, "image_id": int(rng.integers(10, 10 + num_images)),
-                            "category_id": int(5 + 2 * rng.integers(num_classes)),
-                            "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(k % 7 == 3)})
-    gt = {"images": images, "categories": categories, "annotations": annotations}
-    results = []
-    for _ in range(num_dt):
-        src = annotations[int(rng.integers(num_gt))]
-        jitter = rng.normal(0, 4, 4)
-        box = [src["bbox"][0] + jitter[0], src["bbox"][1] + jitter[1],
-               max(1.0, src["bbox"][2] + jitter[2]), max(1.0, src["bbox"][3] + jitter[3])]
-        same = rng.random() < 0.8
-        results.append(det(src["image_id"] if same else int(rng.integers(10, 10 + num_images)),
-                           src["category_id"] if same else int(5 + 2 * rng.integers(num_classes)),
-                           box, float(rng.random())))
-    return gt, results
-
-
-def test_score_iou_pairs_match_cocoeval_compute_iou():
-    gt, results = random_coco(np.random.default_rng(2))
+def test_score_iou_pairs_match_cocoeval_compute_iou(random_coco):
+    gt, results = random_coco(2, num_images=4, num_gt=30, num_dt=200, jitter=4.0, crowd_every=7)
     pairs = score_iou_pairs(gt, results)
     coco = COCO()
     coco.dataset = copy.deepcopy(gt)
@@ -183,8 +159,8 @@ def test_score_iou_pairs_match_cocoeval_compute_iou():
             assert pairs["iou"][i] == 0 and pairs["gt_id"][i] == -1
 
 
-def test_chunked_matching_equals_one_block(monkeypatch):
-    gt, results = random_coco(np.random.default_rng(3), num_images=2, num_classes=1, num_gt=40, num_dt=300)
+def test_chunked_matching_equals_one_block(monkeypatch, random_coco):
+    gt, results = random_coco(3, num_images=2, num_classes=1, num_gt=40, num_dt=300, jitter=4.0, crowd_every=7)
     whole = score_iou_pairs(gt, results)
     monkeypatch.setattr(consistency_matching, "_CHUNK", 7)
     chunked = score_iou_pairs(gt, results)
@@ -288,8 +264,8 @@ def test_nms_ranking_tolerance_and_empty():
 # ----------------------------------------------------------------------------- tensors
 
 
-def test_tensor_api_gives_the_json_report():
-    gt, results = random_coco(np.random.default_rng(4))
+def test_tensor_api_gives_the_json_report(random_coco):
+    gt, results = random_coco(4, num_images=4, num_gt=30, num_dt=200, jitter=4.0, crowd_every=7)
     anns = gt["annotations"]
     candidates = results + [det(r["image_id"], r["category_id"], shifted(r["bbox"], 1.5), r["score"] * 0.9)
                             for r in results]

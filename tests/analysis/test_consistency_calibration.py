@@ -146,32 +146,9 @@ def tidecv_run(gt, results):
         return run.ap / 100, tide.get_main_errors()["pr"], tide.get_special_errors()["pr"]
 
 
-def random_scene(seed, num_images=6, num_classes=3, num_gt=25, num_dt=150):
-    rng = np.random.default_rng(seed)
-    images = [{"id": 10 + i, "width": 100, "height": 100} for i in range(num_images)]
-    categories = [{"id": 5 + 2 * c, "name": f"c{c}"} for c in range(num_classes)]
-    annotations = []
-    for k in range(num_gt):
-        x, y = rng.uniform(0, 70, 2)
-        w, h = rng.uniform(5, 40, 2)
-        annotations.append({"id": 100 + k, "image_id": int(rng.integers(10, 10 + num_images)),
-                            "category_id": int(5 + 2 * rng.integers(num_classes)), "bbox": [x, y, w, h],
-                            "area": w * h, "iscrowd": 0})
-    results = []
-    for _ in range(num_dt):
-        src = annotations[int(rng.integers(num_gt))]
-        j = rng.normal(0, 6, 4)
-        box = [src["bbox"][0] + j[0], src["bbox"][1] + j[1], max(1.0, src["bbox"][2] + j[2]),
-               max(1.0, src["bbox"][3] + j[3])]
-        results.append(det(src["image_id"] if rng.random() < 0.9 else int(rng.integers(10, 10 + num_images)),
-                           src["category_id"] if rng.random() < 0.7 else int(5 + 2 * rng.integers(num_classes)),
-                           box, float(rng.random())))
-    return {"images": images, "categories": categories, "annotations": annotations}, results
-
-
 @pytest.mark.parametrize("seed", range(4))
-def test_tide_equals_tidecv(seed):
-    gt, results = random_scene(seed)
+def test_tide_equals_tidecv(seed, random_coco):
+    gt, results = random_coco(seed)
     ap, main, special = tidecv_run(gt, results)
     ours = consistency_report(gt, results)["tide"]
     assert ours["ap"] == pytest.approx(ap, abs=1e-12)
@@ -196,8 +173,8 @@ def test_tide_fixes_a_miss_and_a_class_error_on_a_free_object():
     assert tidecv_run(gt, results)[1]["Cls"] / 100 == pytest.approx(tide["dap"]["cls"], abs=1e-12)
 
 
-def test_class_average_precision_matches_cocoeval_ap50():
-    gt, results = random_scene(7, num_dt=80)
+def test_class_average_precision_matches_cocoeval_ap50(random_coco):
+    gt, results = random_coco(7, num_dt=80)
     report = consistency_report(gt, results)
     coco = COCO()
     coco.dataset = gt
@@ -213,8 +190,8 @@ def test_class_average_precision_matches_cocoeval_ap50():
 
 
 @pytest.mark.parametrize("scene", [dict(seed=3, num_dt=200), dict(seed=4, num_images=2, num_classes=1, num_gt=40)])
-def test_one_to_one_assignment_equals_cocoeval_matches(scene):
-    gt, results = random_scene(**scene)  # the second: crowded, many boxes overlap several objects
+def test_one_to_one_assignment_equals_cocoeval_matches(scene, random_coco):
+    gt, results = random_coco(**scene)  # the second: crowded, many boxes overlap several objects
     coco = COCO()
     coco.dataset = gt
     with contextlib.redirect_stdout(io.StringIO()):
@@ -245,8 +222,8 @@ def test_one_to_one_assignment_equals_cocoeval_matches(scene):
     assert (assigned[0][0] >= 0).sum() > (assigned[1][0] >= 0).sum() > (assigned[2][0] >= 0).sum() > 0
 
 
-def test_match_pairs_across_classes_and_in_small_chunks(monkeypatch):
-    gt, results = random_scene(5)
+def test_match_pairs_across_classes_and_in_small_chunks(monkeypatch, random_coco):
+    gt, results = random_coco(5)
     boxes = np.array([r["bbox"] for r in results], float)
     gt_boxes = np.array([a["bbox"] for a in gt["annotations"]], float)
     image, category = (np.array([r[k] for r in results]) for k in ("image_id", "category_id"))
@@ -304,8 +281,8 @@ def test_platt_and_temperature_recover_the_map_that_made_the_targets():
                                [[0.4, 0.0], [0.4, 0.0], [1.0, 0.0]], atol=1e-4)  # 1 / T; class 2: no data
 
 
-def test_a_monotone_map_keeps_each_class_ap_and_spearman():
-    gt, results = random_scene(11)
+def test_a_monotone_map_keeps_each_class_ap_and_spearman(random_coco):
+    gt, results = random_coco(11)
     report = consistency_report(gt, results)
     categories = np.array([r["category_id"] for r in results])
     scores = np.array([r["score"] for r in results])
