@@ -218,7 +218,8 @@ def study_folders(study: Study, *, report_only: bool = False) -> List[OutputFold
 def run_state(run: StudyRun) -> str:
     """``done`` (recorded), ``evaluated`` (needs recording), ``trained`` (needs evaluation), ``interrupted``
     (resumable) or ``new``."""
-    refuse_other_settings(run.name, dump_config(run.config), (run.record, run.directory), same=same_training_settings)
+    refuse_other_settings(run.name, dump_config(run.config), (run.record, run.directory),
+                          same=same_training_settings)
     if (run.record / "eval.json").is_file():
         return "done"
     if (run.directory / "eval.json").is_file():
