@@ -58,6 +58,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+# harmonicdet.analysis.consistency's SCORE_HI, SCORE_LO, IOU_LOW, IOU_HIGH, written out so that building the parser
+# imports no numpy (a test checks they agree)
+SCORE_HI, SCORE_LO, IOU_LOW, IOU_HIGH = 0.5, 0.2, 0.5, 0.75
+
+
+def add_band_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--score-hi``, ``--score-lo``, ``--iou-low`` and ``--iou-high``: the bands that make a detection
+    inconsistent (a high score on a badly localised box, a low score on a well-localised one)."""
+    parser.add_argument("--score-hi", type=float, default=SCORE_HI, help=f"high-score threshold (default {SCORE_HI})")
+    parser.add_argument("--score-lo", type=float, default=SCORE_LO, help=f"low-score threshold (default {SCORE_LO})")
+    parser.add_argument("--iou-low", type=float, default=IOU_LOW,
+                        help=f"IoU below which a box is badly localised (default {IOU_LOW})")
+    parser.add_argument("--iou-high", type=float, default=IOU_HIGH,
+                        help=f"IoU from which a box is well localised (default {IOU_HIGH})")
+
+
 def error_line(err: BaseException) -> str:
     """The message of ``err`` on one line; an error re-raised by a DataLoader worker (its message is the
     worker's whole traceback) is unwrapped to the original error's message."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harmonicdet.cli import add_band_arguments
 from harmonicdet.io import safe_file_part, write_json_atomic
 from harmonicdet.output_folder import OutputFolder, flat_layout
 
@@ -108,10 +109,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--candidates", action="append", help="pre-NMS candidates JSON, one per --dt")
     p.add_argument("--out", default="consistency", help="output folder (default: consistency): new, empty or made by "
                    "consistency (then replaced as a whole)")
-    p.add_argument("--score-hi", type=float, default=0.5, help="high-score threshold (default 0.5)")
-    p.add_argument("--score-lo", type=float, default=0.2, help="low-score threshold (default 0.2)")
-    p.add_argument("--iou-low", type=float, default=0.5, help="IoU below which a box is badly localised (0.5)")
-    p.add_argument("--iou-high", type=float, default=0.75, help="IoU from which a box is well localised (0.75)")
+    add_band_arguments(p)
     p.add_argument("--iou-floor", type=float, default=0.1, help="IoU above which a detection overlaps an object")
     p.add_argument("--bins", type=int, default=10, help="score bins of the calibration curve")
     p.add_argument("--laece-bins", type=int, default=25, help="score bins of LaECE (default 25)")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-# harmonicdet.analysis.consistency's SCORE_HI, SCORE_LO, IOU_LOW, IOU_HIGH, written out so that building the parser
-# imports no numpy (a test checks they agree)
-SCORE_HI, SCORE_LO, IOU_LOW, IOU_HIGH = 0.5, 0.2, 0.5, 0.75
+from harmonicdet.cli import add_band_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,11 +56,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-dets", type=int, default=30, help="detections drawn per image and --dt (default 30)")
     p.add_argument("--scale", type=int, default=1, help="integer upscaling of the pictures (default 1; at most "
                    "16384 px a side)")
-    p.add_argument("--score-hi", type=float, default=SCORE_HI, help=f"high-score threshold (default {SCORE_HI})")
-    p.add_argument("--score-lo", type=float, default=SCORE_LO, help=f"low-score threshold (default {SCORE_LO})")
-    p.add_argument("--iou-low", type=float, default=IOU_LOW, help=f"IoU below which a box is badly localised "
-                   f"(default {IOU_LOW})")
-    p.add_argument("--iou-high", type=float, default=IOU_HIGH, help=f"IoU from which a box is well localised "
-                   f"(default {IOU_HIGH})")
+    add_band_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
