@@ -1,7 +1,9 @@
 """What produced a run: package version, git commit of the source tree, torch version, host.
 
 Studies span several sittings while the code moves; every training run records this
-so that results trained with different code can be told apart.
+so that results trained with different code can be told apart. On CPU the same code and
+seed give bit-identical runs on one machine but not across machines whose CPUs take
+other vectorised kernels, so the CPU and torch's kernel level are recorded too.
 """
 
 from __future__ import annotations
@@ -36,8 +38,21 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
     return f"{commit}+dirty" if dirty else commit
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``), else ``platform.processor()``, else ``"cpu"``."""
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def provenance() -> Dict[str, Any]:
-    """``{"version", "commit", "torch", "device_name", "host", "time"}`` of this process."""
+    """``{"version", "commit", "torch", "device_name", "cpu", "cpu_capability", "host", "time"}`` of this process;
+    ``cpu_capability`` is the vector instruction set torch's CPU kernels use here (``"AVX2"``, ``"AVX512"``, ...)."""
     from harmonicdet import __version__
 
     return {
@@ -45,6 +60,8 @@ def provenance() -> Dict[str, Any]:
         "commit": git_commit(),
         "torch": torch.__version__,
         "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "host": platform.node(),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
