@@ -280,3 +280,34 @@ def test_lanes_split_only_the_unfinished_runs_of_only_round_robin(tmp_path, arch
                            "fcos-harmonic_iou-s0"} and set(states.values()) == {"new"}
     with pytest.raises(ValueError, match=r"--only \['retinanet-'\] matches none of the runs"):
         study_module.run_lanes(path, 2, only=["retinanet-"])
+
+
+def test_status_reads_states_iterations_and_the_time_left_without_writing(tmp_path, arch_config, capsys):
+    """A recorded run (16 s for 8 iterations), one stopped at its iteration-3 checkpoint and one not started:
+    13 iterations left at 2 s each; nothing is written."""
+    from harmonicdet.cli import main
+
+    path = write_study(tmp_path, arch_config, [{"variant": "standard", "arch": "fcos", "seeds": [0, 1, 2]}],
+                       max_iters=8)
+    recorded, stopped, new = load_study(path).runs
+    for folder, run in ((recorded.record, recorded), (stopped.directory, stopped)):
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(dump_config(run.config))
+    (recorded.record / "eval.json").write_text("{}")
+    (recorded.record / "study_timing.json").write_text('{"train_s": 16.0}')
+    torch.save({"model": {}, "iteration": 3}, stopped.directory / "last.pt")
+    files = sorted(p for p in tmp_path.rglob("*"))
+
+    progress = study_module.study_progress(load_study(path), load_study(path).runs)
+    assert [(p.state, p.iteration, p.max_iters, p.seconds_per_iteration) for p in progress] == [
+        ("done", 8, 8, 2.0), ("interrupted", 3, 8, None), ("new", 0, 8, None)]
+    assert study_module.seconds_left(progress) == {"fcos": 26.0}
+    assert study_module.seconds_left(progress[1:]) == {"fcos": None}  # no recorded run to time it by
+
+    assert main(["study", str(path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "| fcos-standard-s1 | started, resumable | 3/8 |  |" in out and "| fcos-standard-s0 | recorded | 8/8 | 2.00 |" in out
+    assert "1 of 3 runs recorded" in out and "fcos: 2 runs to finish, 13 iterations to train: 0.0 h in one lane" in out
+    assert sorted(p for p in tmp_path.rglob("*")) == files
+    assert main(["study", str(path), "--status", "--lanes", "2"]) == 2
+    assert "--status trains and reports nothing" in capsys.readouterr().err

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import torch
 import yaml
 
 from harmonicdet.engine.from_config import build_datasets, coco_ground_truth
@@ -357,6 +358,48 @@ def run_study(path: str | Path, *, only: Optional[Sequence[str]] = None, report_
     summary = write_study_report(study)
     say(f"[study] {len(summary['runs'])}/{len(study.runs)} runs finished; report in {study.report_dir}")
     return summary
+
+
+@dataclass
+class RunProgress:
+    """Where one run of a study stands: its :func:`run_state`, the iterations trained (a resumable run's last
+    checkpoint) of ``max_iters``, and, once recorded, its training seconds per iteration (periodic evaluation
+    included)."""
+
+    name: str
+    arch: str
+    state: str
+    iteration: int
+    max_iters: int
+    seconds_per_iteration: Optional[float]
+
+
+def study_progress(study: Study, runs: Sequence[StudyRun]) -> List[RunProgress]:
+    """The :class:`RunProgress` of each of ``runs``; reads the records and checkpoints, writes nothing."""
+    progress = []
+    for run in runs:
+        state, max_iters, seconds = run_state(run), run.config["train"]["max_iters"], None
+        if state == "interrupted":
+            iteration = int(load_checkpoint(run.directory / LAST, map_location=torch.device("cpu"))["iteration"])
+        else:
+            iteration = 0 if state == "new" else max_iters
+        timing = run.record / "study_timing.json"
+        if state == "done" and timing.is_file():
+            seconds = json.loads(timing.read_text(encoding="utf-8"))["train_s"] / max_iters
+        progress.append(RunProgress(run.name, run.arch, state, iteration, max_iters, seconds))
+    return progress
+
+
+def seconds_left(progress: Sequence[RunProgress]) -> Dict[str, Optional[float]]:
+    """Per arch, the training seconds its unfinished runs still need in one lane, at the mean seconds per iteration
+    of its recorded runs (``None`` when none is recorded yet); evaluation after training is not counted."""
+    left: Dict[str, Optional[float]] = {}
+    for arch in dict.fromkeys(p.arch for p in progress):
+        runs = [p for p in progress if p.arch == arch]
+        rates = [p.seconds_per_iteration for p in runs if p.seconds_per_iteration is not None]
+        iterations = sum(p.max_iters - p.iteration for p in runs)
+        left[arch] = iterations * sum(rates) / len(rates) if rates else (0.0 if iterations == 0 else None)
+    return left
 
 
 def run_lanes(path: str | Path, lanes: int, *, only: Optional[Sequence[str]] = None,

@@ -5,10 +5,39 @@ from __future__ import annotations
 import argparse
 
 
+# run_state's states as --status shows them
+_STATE_WORDS = {"done": "recorded", "evaluated": "evaluated, not recorded", "trained": "trained, not evaluated",
+                "interrupted": "started, resumable", "new": "not started"}
+
+
+def _status(args: argparse.Namespace) -> int:
+    from harmonicdet.apps.study import load_study, seconds_left, selected_runs, study_progress
+    from harmonicdet.tables import markdown_grid
+
+    if args.lanes is not None or args.report_only or args.no_report:
+        raise ValueError("--status trains and reports nothing: give it without --lanes, --report-only, --no-report")
+    study = load_study(args.study)
+    progress = study_progress(study, selected_runs(study, args.only))
+    print(markdown_grid(("run", "state", "iterations", "s/iteration"), [
+        (p.name, _STATE_WORDS[p.state], f"{p.iteration}/{p.max_iters}",
+         "" if p.seconds_per_iteration is None else f"{p.seconds_per_iteration:.2f}") for p in progress]))
+    recorded = sum(p.state == "done" for p in progress)
+    print(f"\n{recorded} of {len(progress)} runs recorded")
+    for arch, seconds in seconds_left(progress).items():
+        runs = [p for p in progress if p.arch == arch and p.state != "done"]
+        if runs:
+            when = "unknown until one run is recorded" if seconds is None else f"{seconds / 3600:.1f} h in one lane"
+            print(f"{arch}: {len(runs)} runs to finish, {sum(p.max_iters - p.iteration for p in runs)} iterations "
+                  f"to train: {when}")
+    return 0
+
+
 def _study(args: argparse.Namespace) -> int:
     from harmonicdet.analysis.study_report import markdown_table
     from harmonicdet.apps.study import run_lanes, run_study
 
+    if args.status:
+        return _status(args)
     if args.lanes is not None:
         for name, state in run_lanes(args.study, args.lanes, only=args.only, limit_s=args.limit_s).items():
             print(f"{name} {state}")
@@ -34,5 +63,8 @@ def add_parser(subparsers) -> None:
                    "share of the cores), logs in OUTPUT_DIR/lane_logs; no report (then --report-only)")
     p.add_argument("--limit-s", type=float, default=None, metavar="S",
                    help="with --lanes: stop each lane after S seconds, its run left resumable")
+    p.add_argument("--status", action="store_true",
+                   help="train and write nothing: each run's state and iterations, and the hours left per arch at "
+                   "the recorded runs' seconds per iteration")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_study)
