@@ -298,7 +298,7 @@ def test_status_reads_states_iterations_and_the_time_left_without_writing(tmp_pa
     torch.save({"model": {}, "iteration": 3}, stopped.directory / "last.pt")
     files = sorted(p for p in tmp_path.rglob("*"))
 
-    progress = study_module.study_progress(load_study(path), load_study(path).runs)
+    progress = study_module.study_progress(load_study(path).runs)
     assert [(p.state, p.iteration, p.max_iters, p.seconds_per_iteration) for p in progress] == [
         ("done", 8, 8, 2.0), ("interrupted", 3, 8, None), ("new", 0, 8, None)]
     assert study_module.seconds_left(progress) == {"fcos": 26.0}

@@ -374,7 +374,7 @@ class RunProgress:
     seconds_per_iteration: Optional[float]
 
 
-def study_progress(study: Study, runs: Sequence[StudyRun]) -> List[RunProgress]:
+def study_progress(runs: Sequence[StudyRun]) -> List[RunProgress]:
     """The :class:`RunProgress` of each of ``runs``; reads the records and checkpoints, writes nothing."""
     progress = []
     for run in runs:

@@ -17,7 +17,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.lanes is not None or args.report_only or args.no_report:
         raise ValueError("--status trains and reports nothing: give it without --lanes, --report-only, --no-report")
     study = load_study(args.study)
-    progress = study_progress(study, selected_runs(study, args.only))
+    progress = study_progress(selected_runs(study, args.only))
     print(markdown_grid(("run", "state", "iterations", "s/iteration"), [
         (p.name, _STATE_WORDS[p.state], f"{p.iteration}/{p.max_iters}",
          "" if p.seconds_per_iteration is None else f"{p.seconds_per_iteration:.2f}") for p in progress]))
