@@ -373,6 +373,10 @@ class RunProgress:
     max_iters: int
     seconds_per_iteration: Optional[float]
 
+    @property
+    def iterations_left(self) -> int:
+        return self.max_iters - self.iteration
+
 
 def study_progress(runs: Sequence[StudyRun]) -> List[RunProgress]:
     """The :class:`RunProgress` of each of ``runs``; reads the records and checkpoints, writes nothing."""
@@ -397,7 +401,7 @@ def seconds_left(progress: Sequence[RunProgress]) -> Dict[str, Optional[float]]:
     for arch in dict.fromkeys(p.arch for p in progress):
         runs = [p for p in progress if p.arch == arch]
         rates = [p.seconds_per_iteration for p in runs if p.seconds_per_iteration is not None]
-        iterations = sum(p.max_iters - p.iteration for p in runs)
+        iterations = sum(p.iterations_left for p in runs)
         left[arch] = iterations * sum(rates) / len(rates) if rates else (0.0 if iterations == 0 else None)
     return left
 

@@ -27,7 +27,7 @@ def _status(args: argparse.Namespace) -> int:
         runs = [p for p in progress if p.arch == arch and p.state != "done"]
         if runs:
             when = "unknown until one run is recorded" if seconds is None else f"{seconds / 3600:.1f} h in one lane"
-            print(f"{arch}: {len(runs)} runs to finish, {sum(p.max_iters - p.iteration for p in runs)} iterations "
+            print(f"{arch}: {len(runs)} runs to finish, {sum(p.iterations_left for p in runs)} iterations "
                   f"to train: {when}")
     return 0
 
