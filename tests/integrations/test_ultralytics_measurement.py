@@ -87,7 +87,7 @@ def test_measure_overlap_leaves_the_model_unchanged(tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["harmonicdet", "harmonicdet_beta_r", "harmonic_iou", "harmonicdet_prob",
-                                     "harmonicdet_hiou_only", "harmonic_iou_hiou_only"])
+                                     "harmonicdet_hiou_only", "harmonicdet_hiou_only_a1", "harmonic_iou_hiou_only"])
 def test_study_presets_take_a_finite_step(variant):
     """Each preset of the YOLO study trains one step of YOLOv8n with a finite loss and finite, non-zero gradients."""
     from harmonicdet.apps.yolo_study import variant_options
