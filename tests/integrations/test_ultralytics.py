@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,41 @@ def test_study_variants_name_a_preset_and_a_detached_factor(tmp_path, capsys):
     # a report from records needs the study's data (its val.json), which --report-only does not make
     assert cli_main(["yolo-study", "--out", str(out), "--data", str(tmp_path / "data"), "--report-only"]) == 2
     assert f"--data {tmp_path / 'data'}: no" in capsys.readouterr().err and not (tmp_path / "data").exists()
+
+
+def test_yolo_study_status_reads_states_epochs_and_the_time_left_without_writing(tmp_path, capsys):
+    """A recorded run (300 s for 10 epochs), one stopped after its third epoch and one not started: 17 epochs
+    left at 30 s each; a run recorded in --out but not named is shown too; nothing is written."""
+    from harmonicdet.apps.yolo_study import planned_runs, yolo_study_progress
+    from harmonicdet.cli import build_parser
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["yolo-study", "--status", "--out", str(out), "--runs", str(runs), "--epochs", "10",
+            "--variants", "harmonicdet", "--seeds", "0", "1", "2"]
+    recorded, stopped, new = planned_runs(build_parser().parse_args(argv))
+    baseline = replace(recorded, variant="standard")
+    for settings in (recorded, baseline):
+        folder = out / "runs" / settings.name
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(settings.dump())
+        (folder / "eval.json").write_text("{}")
+        (folder / "study_timing.json").write_text('{"train_s": 300.0}')
+    (runs / stopped.name / "weights").mkdir(parents=True)
+    (runs / stopped.name / "config.yaml").write_text(stopped.dump())
+    torch.save({"optimizer": {}, "epoch": 2}, runs / stopped.name / "weights" / "last.pt")  # epochs 0-2 done
+    files = sorted(tmp_path.rglob("*"))
+
+    progress = yolo_study_progress(build_parser().parse_args(argv))
+    assert [(p.name, p.state, p.iteration, p.max_iters, p.seconds_per_iteration) for p in progress] == [
+        ("yolov8n-standard-s0", "done", 10, 10, 30.0), ("yolov8n-harmonicdet-s0", "done", 10, 10, 30.0),
+        ("yolov8n-harmonicdet-s1", "interrupted", 3, 10, None), ("yolov8n-harmonicdet-s2", "new", 0, 10, None)]
+    assert cli_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| run | state | epochs | s/epoch |" in text and "| yolov8n-harmonicdet-s1 | started, resumable | 3/10 |  |" in text
+    assert "2 of 4 runs recorded" in text and "yolov8n: 2 runs to finish, 17 epochs to train: 0.1 h in one lane" in text
+    assert sorted(tmp_path.rglob("*")) == files
+    assert cli_main(argv + ["--epochs", "20"]) == 2  # other settings than the records' are refused, as in training
+    assert "recorded with other settings" in capsys.readouterr().err
 
 
 def test_import_sets_offline_environment(tmp_path):

@@ -56,7 +56,8 @@ from harmonicdet.data import CocoDetectionDataset, make_scenes
 from harmonicdet.data.yolo import write_yolo_dataset, yolo_output_folder
 from harmonicdet.engine.coco_evaluation import coco_metrics
 from harmonicdet.apps.yolo_run_logger import RunLogger
-from harmonicdet.apps.study import STATE_ACTIONS, record_run, refuse_other_settings, write_train_seconds
+from harmonicdet.apps.study import (STATE_ACTIONS, RunProgress, record_run, refuse_other_settings,
+                                    write_train_seconds)
 from harmonicdet.io import read_jsonl, write_json_atomic, write_text_atomic
 from harmonicdet.output_folder import OutputFolder
 from harmonicdet.losses import HarmonicOptions
@@ -345,20 +346,49 @@ def factors_markdown(records: Mapping[str, Mapping[str, Any]], bench: Optional[M
     return "\n\n".join(sections) + "\n"
 
 
+def planned_runs(args: argparse.Namespace) -> List[YoloRunSettings]:
+    """The (variant, seed) runs ``args`` names, seed by seed; a bad preset is a ``ValueError``."""
+    for variant in args.variants:
+        variant_options(variant)
+    return [YoloRunSettings(model=args.model, variant=v, seed=s, epochs=args.epochs, eval_every=args.eval_every,
+                            imgsz=args.imgsz, batch=args.batch, train_images=args.train_images,
+                            val_images=args.val_images, device=args.device)
+            for s in args.seeds for v in args.variants]
+
+
+def yolo_study_progress(args: argparse.Namespace) -> List[RunProgress]:
+    """The :class:`~harmonicdet.apps.study.RunProgress` of each run the report of ``args`` covers (those named and
+    those recorded in ``--out``), counted in epochs: a resumable run's epochs are its ``last.pt``'s, a recorded
+    run's seconds per epoch its ``study_timing.json``'s. Reads the records and checkpoints, writes nothing."""
+    import torch
+
+    out, runs = Path(args.out), Path(args.runs)
+    study_folders(out, runs)  # the folder rule, checked; nothing is marked
+    progress = []
+    for settings in study_runs(out, planned_runs(args)):
+        directory, record = runs / settings.name, out / "runs" / settings.name
+        state, epochs, seconds = yolo_run_state(settings, directory, record), settings.epochs, None
+        if state == "interrupted":  # Ultralytics stores the last finished epoch's index
+            epochs = int(torch.load(directory / "weights" / "last.pt", map_location="cpu",
+                                    weights_only=False)["epoch"]) + 1
+        elif state == "new":
+            epochs = 0
+        timing = record / "study_timing.json"
+        if state == "done" and timing.is_file():
+            seconds = json.loads(timing.read_text(encoding="utf-8"))["train_s"] / settings.epochs
+        progress.append(RunProgress(settings.name, settings.arch, state, epochs, settings.epochs, seconds))
+    return progress
+
+
 def run_yolo_study(args: argparse.Namespace, say=print) -> Optional[Dict[str, Any]]:
     """Train or resume every (variant, seed) of ``args``, then write the report; returns ``summary.json``'s data
     (``None`` with ``args.no_report``: training and records only)."""
     import torch
 
-    for variant in args.variants:  # a bad preset is refused before anything is written
-        variant_options(variant)
+    planned = planned_runs(args)  # a bad preset is refused before anything is written
     torch.set_num_threads(args.threads)
     out, runs = Path(args.out), Path(args.runs)
     folders = study_folders(out, runs)
-    planned = [YoloRunSettings(model=args.model, variant=v, seed=s, epochs=args.epochs, eval_every=args.eval_every,
-                               imgsz=args.imgsz, batch=args.batch, train_images=args.train_images,
-                               val_images=args.val_images, device=args.device)
-               for s in args.seeds for v in args.variants]
     for settings in planned:  # every run's settings are checked before any trains
         yolo_run_state(settings, runs / settings.name, out / "runs" / settings.name)
     reported = study_runs(out, planned)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Sequence
 
 
 # run_state's states as --status shows them
@@ -10,15 +11,13 @@ _STATE_WORDS = {"done": "recorded", "evaluated": "evaluated, not recorded", "tra
                 "interrupted": "started, resumable", "new": "not started"}
 
 
-def _status(args: argparse.Namespace) -> int:
-    from harmonicdet.apps.study import load_study, seconds_left, selected_runs, study_progress
+def print_progress(progress: Sequence[Any], unit: str = "iteration") -> None:
+    """``--status``'s report of :class:`~harmonicdet.apps.study.RunProgress` rows counted in ``unit``s: each run's
+    state and progress, the runs recorded, and per arch the hours left in one lane."""
+    from harmonicdet.apps.study import seconds_left
     from harmonicdet.tables import markdown_grid
 
-    if args.lanes is not None or args.report_only or args.no_report:
-        raise ValueError("--status trains and reports nothing: give it without --lanes, --report-only, --no-report")
-    study = load_study(args.study)
-    progress = study_progress(selected_runs(study, args.only))
-    print(markdown_grid(("run", "state", "iterations", "s/iteration"), [
+    print(markdown_grid(("run", "state", f"{unit}s", f"s/{unit}"), [
         (p.name, _STATE_WORDS[p.state], f"{p.iteration}/{p.max_iters}",
          "" if p.seconds_per_iteration is None else f"{p.seconds_per_iteration:.2f}") for p in progress]))
     recorded = sum(p.state == "done" for p in progress)
@@ -27,8 +26,16 @@ def _status(args: argparse.Namespace) -> int:
         runs = [p for p in progress if p.arch == arch and p.state != "done"]
         if runs:
             when = "unknown until one run is recorded" if seconds is None else f"{seconds / 3600:.1f} h in one lane"
-            print(f"{arch}: {len(runs)} runs to finish, {sum(p.iterations_left for p in runs)} iterations "
+            print(f"{arch}: {len(runs)} runs to finish, {sum(p.iterations_left for p in runs)} {unit}s "
                   f"to train: {when}")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from harmonicdet.apps.study import load_study, selected_runs, study_progress
+
+    if args.lanes is not None or args.report_only or args.no_report:
+        raise ValueError("--status trains and reports nothing: give it without --lanes, --report-only, --no-report")
+    print_progress(study_progress(selected_runs(load_study(args.study), args.only)))
     return 0
 
 

@@ -47,6 +47,9 @@ def add_parser(subparsers: Any) -> None:
     mode.add_argument("--report-only", action="store_true",
                       help="write the report from the runs recorded so far in OUT/runs; trains nothing (runs "
                            "not yet recorded are left out of it)")
+    mode.add_argument("--status", action="store_true",
+                      help="train and write nothing: each run's state and epochs (those of --variants/--seeds and "
+                           "those recorded in OUT), and the hours left at the recorded runs' seconds per epoch")
     p.set_defaults(func=_run)
 
 
@@ -55,7 +58,12 @@ def _run(args: argparse.Namespace) -> int:
         import harmonicdet.integrations.ultralytics  # noqa: F401  (before ultralytics: the offline settings)
     except ImportError as err:
         raise ValueError(f"needs the Ultralytics extra: pip install 'harmonicdet[ultralytics]' ({err})") from None
-    from harmonicdet.apps.yolo_study import run_yolo_study
+    from harmonicdet.apps.yolo_study import run_yolo_study, yolo_study_progress
 
+    if args.status:
+        from harmonicdet.cli.study import print_progress
+
+        print_progress(yolo_study_progress(args), unit="epoch")
+        return 0
     run_yolo_study(args)
     return 0
