@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # the CLI imports nothing heavy at start-up
+    from harmonicdet.apps.study import RunProgress
 
 
 # run_state's states as --status shows them
@@ -11,7 +14,7 @@ _STATE_WORDS = {"done": "recorded", "evaluated": "evaluated, not recorded", "tra
                 "interrupted": "started, resumable", "new": "not started"}
 
 
-def print_progress(progress: Sequence[Any], unit: str = "iteration") -> None:
+def print_progress(progress: Sequence[RunProgress], unit: str = "iteration") -> None:
     """``--status``'s report of :class:`~harmonicdet.apps.study.RunProgress` rows counted in ``unit``s: each run's
     state and progress, the runs recorded, and per arch the hours left in one lane."""
     from harmonicdet.apps.study import seconds_left
