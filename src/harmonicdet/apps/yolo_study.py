@@ -157,18 +157,25 @@ def study_folders(out: Path, runs: Path) -> List[OutputFolder]:
             OutputFolder(runs, COMMAND, name="--runs", recognise=_runs_before_markers)]
 
 
-def yolo_run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
-    """``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable ``last.pt``) or ``new``."""
+def yolo_run_progress(settings: YoloRunSettings, directory: Path, record: Path) -> Tuple[str, int]:
+    """:func:`yolo_run_state` and the epochs trained: a resumable ``last.pt``'s, ``settings.epochs`` once final."""
     import torch
 
     refuse_other_settings(settings.name, settings.dump(), (record, directory))
     if (record / "eval.json").is_file():
-        return "done"
+        return "done", settings.epochs
     last = directory / "weights" / "last.pt"
     if not last.is_file():
-        return "new"
+        return "new", 0
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-    return "interrupted" if checkpoint.get("optimizer") is not None and checkpoint.get("epoch", -1) >= 0 else "trained"
+    if checkpoint.get("optimizer") is not None and checkpoint.get("epoch", -1) >= 0:
+        return "interrupted", int(checkpoint["epoch"]) + 1  # Ultralytics stores the last finished epoch's index
+    return "trained", settings.epochs
+
+
+def yolo_run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
+    """``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable ``last.pt``) or ``new``."""
+    return yolo_run_progress(settings, directory, record)[0]
 
 
 def study_runs(out: Path, planned: List[YoloRunSettings]) -> List[YoloRunSettings]:
@@ -360,19 +367,12 @@ def yolo_study_progress(args: argparse.Namespace) -> List[RunProgress]:
     """The :class:`~harmonicdet.apps.study.RunProgress` of each run the report of ``args`` covers (those named and
     those recorded in ``--out``), counted in epochs: a resumable run's epochs are its ``last.pt``'s, a recorded
     run's seconds per epoch its ``study_timing.json``'s. Reads the records and checkpoints, writes nothing."""
-    import torch
-
     out, runs = Path(args.out), Path(args.runs)
     study_folders(out, runs)  # the folder rule, checked; nothing is marked
     progress = []
     for settings in study_runs(out, planned_runs(args)):
-        directory, record = runs / settings.name, out / "runs" / settings.name
-        state, epochs, seconds = yolo_run_state(settings, directory, record), settings.epochs, None
-        if state == "interrupted":  # Ultralytics stores the last finished epoch's index
-            epochs = int(torch.load(directory / "weights" / "last.pt", map_location="cpu",
-                                    weights_only=False)["epoch"]) + 1
-        elif state == "new":
-            epochs = 0
+        record = out / "runs" / settings.name
+        (state, epochs), seconds = yolo_run_progress(settings, runs / settings.name, record), None
         timing = record / "study_timing.json"
         if state == "done" and timing.is_file():
             seconds = json.loads(timing.read_text(encoding="utf-8"))["train_s"] / settings.epochs
