@@ -158,7 +158,8 @@ def study_folders(out: Path, runs: Path) -> List[OutputFolder]:
 
 
 def yolo_run_progress(settings: YoloRunSettings, directory: Path, record: Path) -> Tuple[str, int]:
-    """:func:`yolo_run_state` and the epochs trained: a resumable ``last.pt``'s, ``settings.epochs`` once final."""
+    """The run's state, ``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable
+    ``last.pt``) or ``new``, and its epochs trained: a resumable ``last.pt``'s, ``settings.epochs`` once final."""
     import torch
 
     refuse_other_settings(settings.name, settings.dump(), (record, directory))
@@ -174,7 +175,7 @@ def yolo_run_progress(settings: YoloRunSettings, directory: Path, record: Path) 
 
 
 def yolo_run_state(settings: YoloRunSettings, directory: Path, record: Path) -> str:
-    """``done`` (recorded), ``trained`` (final ``last.pt``), ``interrupted`` (resumable ``last.pt``) or ``new``."""
+    """The state of :func:`yolo_run_progress`."""
     return yolo_run_progress(settings, directory, record)[0]
 
 
