@@ -164,13 +164,14 @@ def test_the_converged_studies_expand_to_valid_runs():
     assert runs["fcos-standard_posweight-s0"].config["model"]["loss_options"] == {"positive_weight": 1.9}
     assert all(r.config["train"]["max_iters"] == 2000 and r.config["eval"]["every"] == 250 for r in runs.values())
     cpu = {run.name: run for run in load_study(ROOT / "configs" / "studies" / "scenes_converged_cpu.yaml").runs}
-    assert len(cpu) == 38 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
+    assert len(cpu) == 40 and all(r.config["train"]["device"] == "cpu" for r in cpu.values())
     ablation = {name: run for name, run in cpu.items() if name not in runs}  # the CPU half's ablation runs
     assert sorted(ablation) == sorted(["fcos-harmonic-s0", "fcos-harmonic-s1", "fcos-harmonic-s2",
                                        "fcos-harmonic_iou-s0", "fcos-harmonic_iou-s1", "fcos-harmonic_iou-s2",
                                        "fcos-harmonic_iou_g0-s0", "faster_rcnn-harmonic-s0",
                                        "faster_rcnn-harmonic-s1", "faster_rcnn-harmonic-s2",
-                                       "faster_rcnn-harmonic_iou-s0"])
+                                       "faster_rcnn-harmonic_iou-s0", "faster_rcnn-harmonic_iou-s1",
+                                       "faster_rcnn-harmonic_iou-s2"])
     assert ablation["fcos-harmonic_iou_g0-s0"].config["model"]["loss_options"] == {"gamma": 0}
     assert cpu["faster_rcnn-standard_posweight-s2"].config["model"]["loss_options"] == {"positive_weight": 1.72}
     # the CPU half differs from the GPU study only in the device, the loader workers, where it is written and
